@@ -1,0 +1,1 @@
+"""toolbox's guest agent: the container engine inside the VM."""
