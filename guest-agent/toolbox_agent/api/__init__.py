@@ -1,0 +1,1 @@
+"""The Docker Engine API handlers: one module per resource, each with `routes(...)`."""

@@ -1,0 +1,98 @@
+"""Build the engine parts, collect every resource's routes, serve the API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from toolbox_agent.api import system as system_api
+from toolbox_agent.events import EventBus
+from toolbox_agent.http import Route, Router, Server
+from toolbox_agent.settings import Settings, load_settings
+
+log = logging.getLogger("toolbox_agent")
+
+
+@dataclass
+class Agent:
+    settings: Settings
+    events: EventBus
+    images: Any  # toolbox_agent.images.ImageStore, when that package is present
+    containers: Any  # toolbox_agent.containers.ContainerEngine
+    routes: list[Route]
+
+
+def _image_store(settings: Settings, events: EventBus) -> tuple[Any, list[Route]]:
+    """The images engineer's store and routes, if their modules are present."""
+    try:
+        from toolbox_agent.api import images as images_api
+        from toolbox_agent.images import ImageStore
+    except ImportError as exc:
+        log.warning("images API not available: %s", exc)
+        return None, []
+    store = _construct_store(ImageStore, settings, events)
+    return store, images_api.routes(store)
+
+
+def _construct_store(cls: Any, settings: Settings, events: EventBus) -> Any:
+    factory = getattr(cls, "from_settings", None)
+    if factory is not None:
+        return factory(settings)
+    return cls(settings.images_dir)
+
+
+def build_agent(settings: Settings) -> Agent:
+    events = EventBus()
+    images, image_routes = _image_store(settings, events)
+    containers: Any = None
+    container_routes: list[Route] = []
+    try:
+        from toolbox_agent.api import containers as containers_api
+        from toolbox_agent.api import exec as exec_api
+        from toolbox_agent.containers import ContainerEngine
+
+        containers = ContainerEngine(settings, images, events)
+        container_routes = containers_api.routes(containers) + exec_api.routes(containers)
+    except ImportError as exc:
+        log.warning("containers API not available: %s", exc)
+
+    def container_counts() -> dict[str, int]:
+        return containers.counts() if containers is not None else {}
+
+    def image_count() -> int:
+        if images is None:
+            return 0
+        try:
+            return len(images.list())
+        except Exception:  # noqa: BLE001 - /info must answer even if the store is unwell
+            return 0
+
+    parts = system_api.SystemParts(settings, events, container_counts, image_count)
+    routes = system_api.routes(parts) + container_routes + image_routes
+    return Agent(settings, events, images, containers, routes)
+
+
+async def serve(settings: Settings) -> None:
+    agent = build_agent(settings)
+    if agent.containers is not None:
+        await agent.containers.recover()
+    server = Server(Router(agent.routes), {"Server": "toolbox-agent", "Api-Version": system_api.API_VERSION, "Ostype": "linux"})
+    srv = await server.start_unix(str(settings.socket))
+    log.info("serving the Docker API on %s (state in %s)", settings.socket, settings.root)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with srv:
+        await stop.wait()
+    log.info("stopping (containers keep running under their monitors)")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    settings.root.mkdir(parents=True, exist_ok=True)
+    asyncio.run(serve(settings))

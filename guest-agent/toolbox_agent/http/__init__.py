@@ -1,0 +1,34 @@
+"""The agent's HTTP layer: h11 on asyncio streams, Docker's hijack, routes, errors."""
+
+from __future__ import annotations
+
+from toolbox_agent.http.routing import Route, Router
+from toolbox_agent.http.server import Server
+from toolbox_agent.http.types import (
+    JSON_TYPE,
+    MULTIPLEXED_STREAM,
+    RAW_STREAM,
+    ApiError,
+    Hijack,
+    Request,
+    Response,
+    empty_response,
+    error_response,
+    json_response,
+)
+
+__all__ = [
+    "JSON_TYPE",
+    "MULTIPLEXED_STREAM",
+    "RAW_STREAM",
+    "ApiError",
+    "Hijack",
+    "Request",
+    "Response",
+    "Route",
+    "Router",
+    "Server",
+    "empty_response",
+    "error_response",
+    "json_response",
+]
