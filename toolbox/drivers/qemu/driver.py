@@ -225,6 +225,9 @@ class QemuDriver:
             state = qmp_execute(socket_path, "query-status").get("status")
             if state == "running":
                 return
+            if state == "paused":  # loaded: suspend stopped the guest before saving it
+                qmp_execute(socket_path, "cont")
+                continue
             if state not in ("inmigrate", "prelaunch"):
                 raise DriverError(self.name, f"restoring the saved state failed: QEMU is {state!r}")
             time.sleep(0.2)
