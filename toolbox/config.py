@@ -1,0 +1,277 @@
+"""Configuration: the global defaults (config.toml) and each instance's instance.toml.
+
+Both follow one pattern: load the TOML → fill the defaults → validate, collecting EVERY
+problem with its field path (so a user fixes them all in one go) → ConfigError. Files are
+written atomically (temp file + fsync + rename), so a crash never leaves half a config.
+Only tomllib (stdlib, fast) is imported here; tomli_w is imported when writing, which keeps
+`toolbox status` quick.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from toolbox.errors import ConfigError
+from toolbox.paths import global_config_file
+
+INSTANCE_FORMAT = 1  # instance.toml's `version`; bump with a migration when the shape changes
+DRIVERS = ("qemu", "libvirt", "virtualbox")
+ACCELS = ("auto", "hvf", "kvm", "tcg")
+DEFAULT_IMAGE_URL = "https://github.com/toolbox-vm/toolbox/releases/latest/download/manifest.json"
+MIN_MEMORY_MIB = 512
+MIN_DISK_GIB = 2
+MAX_DISK_GIB = 2048
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the host has; defaults and ranges are fitted to it."""
+
+    cpus: int
+    memory_mib: int
+
+    @classmethod
+    def probe(cls) -> HostFacts:
+        cpus = os.cpu_count() or 1
+        try:
+            mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+        except (ValueError, OSError):  # macOS has SC_PHYS_PAGES; be safe elsewhere
+            mem = 4096
+        return cls(cpus=cpus, memory_mib=int(mem))
+
+
+def host_defaults(host: HostFacts) -> dict[str, int]:
+    """Like Colima/Lima: a small share of the host, so the Mac stays usable.
+
+    2 CPUs at most; half the host's memory, capped at 2 GiB and at least 1 GiB (but never
+    more than the host has); a 20 GiB sparse data disk (qcow2 grows on demand).
+    """
+    memory = max(1024, min(2048, host.memory_mib // 2))
+    return {"cpus": min(2, host.cpus), "memory_mib": min(memory, host.memory_mib), "disk_size_gib": 20}
+
+
+@dataclass
+class GlobalConfig:
+    """config.toml: the defaults new instances get."""
+
+    driver: str = "qemu"
+    cpus: int = 2
+    memory_mib: int = 2048
+    disk_size_gib: int = 20
+    image_url: str = DEFAULT_IMAGE_URL
+    accel: str = "auto"
+
+
+@dataclass
+class ImageRef:
+    """The image an instance boots, as cached under cache/<sha256>/."""
+
+    version: str
+    sha256: str
+    iso: str  # path of the ISO in the cache
+    kernel: str = ""  # extracted for direct kernel boot ("" if not extracted)
+    initrd: str = ""
+    cmdline: str = ""
+    arch: str = "x86_64"
+    source: str = ""  # where it came from (manifest URL, ISO URL or path), for `info`
+
+
+@dataclass
+class MountConfig:
+    host_path: str
+    guest_path: str
+    writable: bool = True
+
+
+@dataclass
+class InstanceConfig:
+    """instance.toml: one instance, versioned."""
+
+    name: str
+    driver: str
+    cpus: int
+    memory_mib: int
+    disk_size_gib: int
+    image: ImageRef
+    ssh_port: int
+    created: str
+    accel: str = "auto"
+    mounts: list[MountConfig] = field(default_factory=list)
+    version: int = INSTANCE_FORMAT
+
+
+# --- validation: every function appends "field.path: problem" and never raises -------
+
+
+def _check_int(problems: list[str], path: str, value: Any, lo: int, hi: int, unit: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"{path}: expected a whole number, got {value!r}")
+    elif not lo <= value <= hi:
+        problems.append(f"{path}: {value}{unit} is out of range, use {lo}..{hi}{unit}")
+
+
+def _check_choice(problems: list[str], path: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        problems.append(f"{path}: {value!r} is not one of {', '.join(choices)}")
+
+
+def validate_resources(
+    problems: list[str], prefix: str, values: dict[str, Any], host: HostFacts
+) -> None:
+    """The checks shared by config.toml, instance.toml and `init` options."""
+    _check_choice(problems, f"{prefix}driver", values.get("driver"), DRIVERS)
+    _check_int(problems, f"{prefix}cpus", values.get("cpus"), 1, host.cpus)
+    _check_int(problems, f"{prefix}memory_mib", values.get("memory_mib"), MIN_MEMORY_MIB, host.memory_mib, " MiB")
+    _check_int(problems, f"{prefix}disk_size_gib", values.get("disk_size_gib"), MIN_DISK_GIB, MAX_DISK_GIB, " GiB")
+    _check_choice(problems, f"{prefix}accel", values.get("accel", "auto"), ACCELS)
+
+
+def _unknown_keys(problems: list[str], prefix: str, data: dict[str, Any], known: set[str]) -> None:
+    for key in sorted(set(data) - known):
+        problems.append(f"{prefix}{key}: unknown setting")
+
+
+def validate_global(data: dict[str, Any], host: HostFacts) -> list[str]:
+    problems: list[str] = []
+    _unknown_keys(problems, "", data, {f.name for f in fields(GlobalConfig)})
+    validate_resources(problems, "", data, host)
+    url = data.get("image_url")
+    if not isinstance(url, str) or not url.strip():
+        problems.append(f"image_url: expected a URL or path, got {url!r}")
+    return problems
+
+
+def validate_instance(data: dict[str, Any], host: HostFacts) -> list[str]:
+    problems: list[str] = []
+    if data.get("version") != INSTANCE_FORMAT:
+        problems.append(f"version: {data.get('version')!r} is not a format this toolbox reads ({INSTANCE_FORMAT})")
+    _unknown_keys(problems, "", data, {f.name for f in fields(InstanceConfig)})
+    for key in ("name", "created"):
+        if not isinstance(data.get(key), str):
+            problems.append(f"{key}: missing or not a string")
+    validate_resources(problems, "", data, host)
+    _check_int(problems, "ssh_port", data.get("ssh_port"), 1024, 65535)
+    image = data.get("image")
+    if not isinstance(image, dict):
+        problems.append("image: missing table")
+    else:
+        for key in ("version", "sha256", "iso"):
+            if not isinstance(image.get(key), str) or not image.get(key):
+                problems.append(f"image.{key}: missing or not a string")
+    mounts = data.get("mounts", [])
+    for i, mount in enumerate(mounts if isinstance(mounts, list) else []):
+        for key in ("host_path", "guest_path"):
+            if not isinstance(mount, dict) or not str(mount.get(key, "")).startswith("/"):
+                problems.append(f"mounts[{i}].{key}: expected an absolute path")
+    return problems
+
+
+# --- loading and saving ------------------------------------------------------------
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"], source=str(path)) from None
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write via a temp file in the same directory, fsync, rename: all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dump_toml(data: dict[str, Any]) -> str:
+    import tomli_w  # only writers pay for it
+
+    return tomli_w.dumps(data)
+
+
+def global_defaults(host: HostFacts) -> dict[str, Any]:
+    return {**asdict(GlobalConfig()), **host_defaults(host)}
+
+
+def load_global(host: HostFacts | None = None) -> GlobalConfig:
+    """config.toml with host-fitted defaults filled in, validated."""
+    host = host or HostFacts.probe()
+    path = global_config_file()
+    data = {**global_defaults(host), **read_toml(path)}
+    problems = validate_global(data, host)
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return GlobalConfig(**data)
+
+
+def set_global(key: str, raw: str, host: HostFacts | None = None) -> GlobalConfig:
+    """`toolbox config set KEY VALUE`: parse VALUE by the key's type, validate, save."""
+    host = host or HostFacts.probe()
+    path = global_config_file()
+    stored = read_toml(path)
+    known = {f.name: f for f in fields(GlobalConfig)}
+    if key not in known:
+        raise ConfigError([f"{key}: unknown setting (known: {', '.join(known)})"], source=str(path))
+    value: Any = raw
+    if known[key].type in ("int", int):
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError([f"{key}: expected a whole number, got {raw!r}"], source=str(path)) from None
+    stored[key] = value
+    problems = validate_global({**global_defaults(host), **stored}, host)
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    atomic_write(path, _dump_toml(stored))
+    return load_global(host)
+
+
+def load_instance(path: Path, host: HostFacts | None = None) -> InstanceConfig:
+    """instance.toml, validated; every problem listed with its field path."""
+    host = host or HostFacts.probe()
+    data = read_toml(path)
+    problems = validate_instance(data, host)
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    image = ImageRef(**{k: v for k, v in data["image"].items() if k in {f.name for f in fields(ImageRef)}})
+    mounts = [MountConfig(**m) for m in data.get("mounts", [])]
+    rest = {k: v for k, v in data.items() if k not in ("image", "mounts")}
+    return InstanceConfig(image=image, mounts=mounts, **rest)
+
+
+def save_instance(path: Path, cfg: InstanceConfig) -> None:
+    data = asdict(cfg)
+    if not data["mounts"]:
+        del data["mounts"]  # TOML has no empty array of tables worth writing
+    atomic_write(path, _dump_toml(data), mode=0o600)
+
+
+_SIZE_UNITS: dict[str, float] = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def parse_size_mib(text: str, default_unit: str) -> int:
+    """"2048", "2G", "2GiB", "512M" → MiB; a bare number is in `default_unit` ("m"/"g")."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise ConfigError([f"{text!r} is not a size (examples: 2048, 512M, 4G)"], source="options")
+    unit = match.group(2) or default_unit
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])

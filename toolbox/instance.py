@@ -1,0 +1,425 @@
+"""Orchestration above the drivers: init, up, down, delete, upgrade ... of one instance.
+
+The pattern for every change: lock → load → validate → driver → wait. Drivers never
+download and never make keys; that happens here. `init` undoes everything it made when
+any step fails, so no half-made instance is left. Status lives in toolbox.state (kept
+free of paramiko/requests so `toolbox status` starts fast); heavy modules are imported
+inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from toolbox import config as cfgmod
+from toolbox.config import HostFacts, ImageRef, InstanceConfig, MountConfig
+from toolbox.drivers import get_driver
+from toolbox.drivers.base import Driver, Resettable, Suspendable, VMState
+from toolbox.errors import (
+    ConfigError, DriverError, GuestTimeout, InstanceExists, InstanceLocked, InstanceNotRunning,
+    NotSupported, SSHError,
+)
+from toolbox.lock import instance_lock
+from toolbox.paths import InstancePaths
+from toolbox.state import load, require, spec_for, vm_status
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from toolbox.images import CachedImage, ImageSource, ProgressHook
+
+Step = Callable[[str], None]  # tells the user what is happening now (the CLI's spinner)
+
+GUEST_DOCKER_SOCKET = "/run/toolbox/docker.sock"
+BOOT_TIMEOUT = float(os.environ.get("TOOLBOX_BOOT_TIMEOUT", "240"))  # TCG boots are slow
+AGENT_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class InitOptions:
+    name: str
+    source: ImageSource | None = None  # None: the manifest URL from config.toml / env
+    driver: str | None = None
+    cpus: int | None = None
+    memory_mib: int | None = None
+    disk_size_gib: int | None = None
+    accel: str | None = None
+    mounts: list[MountConfig] = field(default_factory=list)
+
+
+# --- init --------------------------------------------------------------------------
+
+
+def _settings(opts: InitOptions, host: HostFacts) -> dict[str, Any]:
+    """The options merged over config.toml's defaults, validated all at once."""
+    glob = cfgmod.load_global(host)
+    given = {"driver": opts.driver, "cpus": opts.cpus, "memory_mib": opts.memory_mib,
+             "disk_size_gib": opts.disk_size_gib, "accel": opts.accel}
+    merged = {k: (v if v is not None else getattr(glob, k)) for k, v in given.items()}
+    problems: list[str] = []
+    cfgmod.validate_resources(problems, "--", merged, host)
+    if problems:
+        raise ConfigError([p.replace("_mib", "").replace("_gib", "").replace("_", "-") for p in problems],
+                          source="options")
+    merged["image_url"] = os.environ.get("TOOLBOX_IMAGE_URL") or glob.image_url
+    return merged
+
+
+def _claim_dir(paths: InstancePaths) -> None:
+    """Create the instance directory; a leftover without instance.toml is cleaned."""
+    if paths.config.exists():
+        raise InstanceExists(paths.name)
+    if paths.root.exists():
+        with instance_lock(paths.name, paths.lock, timeout=0):  # a concurrent init holds it
+            shutil.rmtree(paths.root)
+    paths.root.mkdir(parents=True, exist_ok=False, mode=0o700)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel picks; we release it for QEMU)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _write_keys_and_drive(paths: InstancePaths, cfg: InstanceConfig, share_type: str) -> None:
+    from toolbox.cidata import ConfigDrive, write_config_drive
+    from toolbox.keys import generate_ed25519, write_keypair
+
+    login = generate_ed25519(f"toolbox@{cfg.name}")
+    write_keypair(login, paths.ssh_key, paths.ssh_pubkey)
+    # The guest's host key: only its public half stays on the host, pinned; the private
+    # half exists only on the config drive (which is 0600 in the 0700 instance directory).
+    host = generate_ed25519(f"root@toolbox-{cfg.name}")
+    cfgmod.atomic_write(paths.host_pubkey, host.public_openssh.strip() + "\n", mode=0o644)
+    mounts = [(share_type, _mount_tag(m), m.guest_path, m.writable) for m in cfg.mounts]
+    drive = ConfigDrive(
+        hostname=f"toolbox-{cfg.name}", uid=os.getuid(), gid=os.getgid(),
+        authorized_keys=[login.public_openssh.strip()], host_private_key=host.private_openssh,
+        host_public_key=host.public_openssh.strip(), mounts=mounts,
+        agent={"docker_socket": GUEST_DOCKER_SOCKET},
+    )
+    write_config_drive(paths.cidata, drive)
+    os.chmod(paths.cidata, 0o600)
+
+
+def _mount_tag(m: MountConfig) -> str:
+    from pathlib import Path
+
+    from toolbox.drivers.base import Mount
+
+    return Mount(Path(m.host_path), Path(m.guest_path), m.writable).tag
+
+
+def image_ref(image: CachedImage) -> ImageRef:
+    r = image.resolved
+    return ImageRef(
+        version=r.version, sha256=r.sha256, iso=str(image.iso), kernel=str(image.kernel or ""),
+        initrd=str(image.initrd or ""), cmdline=image.cmdline, arch=r.arch, source=r.source,
+    )
+
+
+def resolve_and_fetch(source: ImageSource | None, default_url: str, progress: ProgressHook | None) -> CachedImage:
+    from toolbox.images import ImageSource, ensure_cached, resolve
+
+    src = source or ImageSource(manifest_url=os.environ.get("TOOLBOX_IMAGE_URL") or default_url)
+    return ensure_cached(resolve(src), progress)
+
+
+def init(opts: InitOptions, step: Step = _quiet, progress: ProgressHook | None = None) -> InstanceConfig:
+    """Create an instance; on any failure everything it made is removed again."""
+    paths = InstancePaths.for_name(opts.name)
+    host = HostFacts.probe()
+    settings = _settings(opts, host)
+    driver = get_driver(settings["driver"])
+    driver.check_installed()
+    if paths.config.exists():
+        raise InstanceExists(opts.name)
+    step("resolving the image")
+    image = resolve_and_fetch(opts.source, settings["image_url"], progress)
+    _claim_dir(paths)
+    created = False
+    try:
+        with instance_lock(paths.name, paths.lock):
+            cfg = InstanceConfig(
+                name=opts.name, driver=settings["driver"], cpus=settings["cpus"],
+                memory_mib=settings["memory_mib"], disk_size_gib=settings["disk_size_gib"],
+                image=image_ref(image), ssh_port=free_port(), accel=settings["accel"],
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"), mounts=opts.mounts,
+            )
+            step("making keys and the config drive")
+            _write_keys_and_drive(paths, cfg, driver.features.share_type)
+            step(f"creating the VM ({driver.name})")
+            driver.create(spec_for(cfg, paths, driver))
+            created = True
+            cfgmod.save_instance(paths.config, cfg)
+            return cfg
+    except BaseException:
+        if created:
+            _best_effort(lambda: driver.delete(spec_for(cfg, paths, driver)))
+        shutil.rmtree(paths.root, ignore_errors=True)
+        raise
+
+
+def _best_effort(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 (cleanup after another failure: that one is reported)
+        pass
+
+
+# --- up ----------------------------------------------------------------------------
+
+
+def _boot_accel(cfg: InstanceConfig, override: str | None) -> str:
+    from toolbox.accel import detect_accel
+
+    chosen = override or os.environ.get("TOOLBOX_ACCEL") or (cfg.accel if cfg.accel != "auto" else None)
+    return detect_accel(cfg.image.arch, chosen)
+
+
+def _ensure_port(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step) -> None:
+    """If another program took our SSH port while we were stopped, move to a free one."""
+    if port_is_free(cfg.ssh_port):
+        return
+    old = cfg.ssh_port
+    cfg.ssh_port = free_port()
+    step(f"port {old} is taken; using {cfg.ssh_port} for SSH")
+    driver.reconfigure(spec_for(cfg, paths, driver))
+    cfgmod.save_instance(paths.config, cfg)
+
+
+def _alive_check(paths: InstancePaths, cfg: InstanceConfig, driver: Driver) -> Callable[[], None]:
+    def alive() -> None:
+        st = driver.status(spec_for(cfg, paths, driver))
+        if st.state is not VMState.RUNNING:
+            why = "; ".join(st.reasons) or st.state.value
+            raise DriverError(driver.name, f"the VM stopped while booting ({why})", hint="see: toolbox logs")
+    return alive
+
+
+def connect(paths: InstancePaths, cfg: InstanceConfig, timeout: float = 10.0) -> paramiko.SSHClient:
+    """An SSH client to the running instance (instance key, pinned host key)."""
+    from toolbox import ssh
+
+    return ssh.connect("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey, timeout=timeout)
+
+
+def wait_for_agent(client: paramiko.SSHClient, timeout: float = AGENT_TIMEOUT) -> None:
+    """Until the guest agent answers GET /_ping on its socket with OK."""
+    from toolbox import ssh
+
+    transport = client.get_transport()
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline and transport is not None:
+        try:
+            code, body = ssh.http_get_unix(transport, GUEST_DOCKER_SOCKET, "/_ping")
+            if code == 200 and body.strip() == b"OK":
+                return
+            last = f"HTTP {code}"
+        except SSHError as exc:
+            last = exc.message
+        time.sleep(0.5)
+    raise GuestTimeout(f"the guest agent did not answer /_ping within {timeout:g} s ({last})",
+                       hint="look inside with: toolbox ssh -- sudo journalctl -b, or toolbox logs")
+
+
+def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, client: paramiko.SSHClient) -> None:
+    """HOOK for the host agent (the guest-agent work fills it in): start the one process
+    per running VM that serves paths.docker_socket and port forwards over SSH. No-op now."""
+
+
+def _stop_host_agent(paths: InstancePaths) -> None:
+    """HOOK: stop the host agent started by _start_host_agent (pid in paths.hostagent_pid)."""
+
+
+def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step, accel: str | None) -> None:
+    """Start (or resume) the VM and wait until SSH and the agent answer."""
+    from toolbox import ssh
+
+    spec = spec_for(cfg, paths, driver)
+    state = driver.status(spec).state
+    if state is VMState.MISSING:
+        raise DriverError(driver.name, f"the hypervisor has no VM for {cfg.name!r}",
+                          hint=f"recreate it: toolbox delete -f -n {cfg.name} && toolbox init -n {cfg.name}")
+    if state is VMState.SUSPENDED and isinstance(driver, Suspendable):
+        step("resuming the VM")
+        driver.resume(spec)
+    elif state is not VMState.RUNNING:
+        _ensure_port(paths, cfg, driver, step)
+        step("checking the accelerator")
+        spec = spec_for(cfg, paths, driver, accel=_boot_accel(cfg, accel))
+        step(f"starting the VM ({driver.name}, {spec.accel})")
+        driver.start(spec)
+    step(f"waiting for SSH on 127.0.0.1:{cfg.ssh_port}")
+    client = ssh.wait_for_ssh("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey,
+                              BOOT_TIMEOUT, alive=_alive_check(paths, cfg, driver))
+    try:
+        step("waiting for the guest agent")
+        wait_for_agent(client)
+        step("starting the host agent")
+        _start_host_agent(paths, cfg, client)
+    finally:
+        client.close()
+
+
+def up(name: str, step: Step = _quiet, accel: str | None = None) -> InstanceConfig:
+    """Boot the instance (idempotent) and return once it is ready for work."""
+    paths, cfg = load(name)
+    with instance_lock(name, paths.lock):
+        paths, cfg = load(name)  # again under the lock: another command may have changed it
+        driver = get_driver(cfg.driver)
+        driver.check_installed()
+        _boot(paths, cfg, driver, step, accel)
+    return cfg
+
+
+# --- stopping and the rest of the lifecycle ------------------------------------------
+
+
+def _stop(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, *, force: bool, timeout: float) -> None:
+    _stop_host_agent(paths)
+    driver.stop(spec_for(cfg, paths, driver), force=force, timeout=timeout)
+
+
+def down(name: str, *, force: bool = False, timeout: float = STOP_TIMEOUT) -> None:
+    """Shut down gracefully (ACPI) within `timeout`, then force; `force` pulls the plug."""
+    paths, _ = load(name)
+    with instance_lock(name, paths.lock):
+        paths, cfg = load(name)
+        _stop(paths, cfg, get_driver(cfg.driver), force=force, timeout=timeout)
+
+
+def restart(name: str, step: Step = _quiet) -> InstanceConfig:
+    paths, _ = load(name)
+    with instance_lock(name, paths.lock):
+        paths, cfg = load(name)
+        driver = get_driver(cfg.driver)
+        step("stopping the VM")
+        _stop(paths, cfg, driver, force=False, timeout=STOP_TIMEOUT)
+        _boot(paths, cfg, driver, step, None)
+    return cfg
+
+
+def reset(name: str, step: Step = _quiet) -> None:
+    """Hard reset (the reset button), then wait until ready again."""
+    paths, _ = load(name)
+    with instance_lock(name, paths.lock):
+        paths, cfg = load(name)
+        driver = get_driver(cfg.driver)
+        spec = spec_for(cfg, paths, driver)
+        if vm_status(driver, spec).state is not VMState.RUNNING:
+            raise InstanceNotRunning(name, vm_status(driver, spec).state.value)
+        if isinstance(driver, Resettable):
+            driver.reset(spec)
+        else:  # without a reset button, power off and on: the same to the guest
+            _stop(paths, cfg, driver, force=True, timeout=0)
+        _boot(paths, cfg, driver, step, None)
+
+
+def suspend(name: str) -> None:
+    paths, _ = load(name)
+    with instance_lock(name, paths.lock):
+        paths, cfg = load(name)
+        driver = get_driver(cfg.driver)
+        if not isinstance(driver, Suspendable) or not driver.features.suspend:
+            raise NotSupported(driver.name, "cannot save a running VM", hint="use 'toolbox down' instead")
+        spec = spec_for(cfg, paths, driver)
+        state = vm_status(driver, spec).state
+        if state is not VMState.RUNNING:
+            raise InstanceNotRunning(name, state.value)
+        _stop_host_agent(paths)
+        driver.suspend(spec)
+
+
+def resume(name: str, step: Step = _quiet) -> None:
+    paths, _ = load(name)
+    with instance_lock(name, paths.lock):
+        paths, cfg = load(name)
+        driver = get_driver(cfg.driver)
+        if not isinstance(driver, Suspendable) or not driver.features.suspend:
+            raise NotSupported(driver.name, "cannot save or resume VMs", hint="use 'toolbox up'")
+        _boot(paths, cfg, driver, step, None)
+
+
+def delete(name: str) -> None:
+    """Remove the VM and every file of the instance; works on a broken instance too."""
+    paths = require(name)
+    with instance_lock(name, paths.lock):
+        try:
+            _, cfg = load(name)
+        except ConfigError:
+            cfg = None  # unreadable config: nothing to tell the driver, remove the files
+        if cfg is not None:
+            driver = get_driver(cfg.driver)
+            spec = spec_for(cfg, paths, driver)
+            _stop_host_agent(paths)
+            if vm_status(driver, spec).state in (VMState.RUNNING, VMState.SUSPENDED):
+                driver.stop(spec, force=True, timeout=0)
+            driver.delete(spec)
+        shutil.rmtree(paths.root)
+
+
+# --- images: download, upgrade ------------------------------------------------------
+
+
+def download(source: ImageSource | None, progress: ProgressHook | None = None) -> CachedImage:
+    """Fetch and verify an image into the cache without touching any instance."""
+    return resolve_and_fetch(source, cfgmod.load_global().image_url, progress)
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    old_version: str
+    new_version: str
+    changed: bool
+
+
+def upgrade(name: str, source: ImageSource | None, step: Step = _quiet,
+            progress: ProgressHook | None = None) -> UpgradeResult:
+    """Swap in a new image; the data disk (and its data) is kept. Boots it when done."""
+    paths, cfg = load(name)
+    step("resolving the image")
+    image = resolve_and_fetch(source, cfgmod.load_global().image_url, progress)  # before stopping
+    old = cfg.image.version
+    if image.resolved.sha256 == cfg.image.sha256:
+        return UpgradeResult(old, image.resolved.version, changed=False)
+    with instance_lock(name, paths.lock):
+        paths, cfg = load(name)
+        driver = get_driver(cfg.driver)
+        step("stopping the VM")
+        _stop(paths, cfg, driver, force=False, timeout=STOP_TIMEOUT)
+        cfg.image = image_ref(image)
+        step("switching the VM to the new image")
+        driver.reconfigure(spec_for(cfg, paths, driver))
+        cfgmod.save_instance(paths.config, cfg)
+        _boot(paths, cfg, driver, step, None)
+    return UpgradeResult(old, image.resolved.version, changed=True)
+
+
+__all__ = [
+    "InitOptions", "UpgradeResult", "connect", "delete", "down", "download", "init", "reset",
+    "restart", "resume", "suspend", "up", "upgrade", "wait_for_agent", "InstanceLocked",
+]

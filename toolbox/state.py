@@ -1,0 +1,149 @@
+"""What an instance is doing, derived (never stored): status, info, list, ip.
+
+Status comes from the driver (pid files, QMP, the hypervisor) plus whether the guest's
+sshd answers on its forwarded port. This module is on `toolbox status`'s path, which has
+to start in well under 150 ms, so it imports nothing heavy: no paramiko, requests,
+pycdlib or cryptography (the SSH check reads the banner with a plain socket).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolbox import config as cfgmod
+from toolbox.config import HostFacts, InstanceConfig
+from toolbox.drivers import get_driver
+from toolbox.drivers.base import Driver, Mount, VMSpec, VMState, VMStatus
+from toolbox.errors import ConfigError, InstanceNotFound, ToolboxError
+from toolbox.paths import InstancePaths, toolbox_home
+
+BANNER_TIMEOUT = 0.5
+
+
+def require(name: str) -> InstancePaths:
+    """The instance's paths; InstanceNotFound when it was never made."""
+    paths = InstancePaths.for_name(name)
+    if not paths.root.is_dir():
+        raise InstanceNotFound(name)
+    return paths
+
+
+def load(name: str) -> tuple[InstancePaths, InstanceConfig]:
+    paths = require(name)
+    if not paths.config.exists():
+        raise ConfigError([f"{paths.config} is missing (an init that never finished?)"],
+                          source=f"instance {name!r}")
+    return paths, cfgmod.load_instance(paths.config, HostFacts.probe())
+
+
+def spec_for(cfg: InstanceConfig, paths: InstancePaths, driver: Driver, accel: str | None = None) -> VMSpec:
+    """The VMSpec for this instance. `accel` matters only when booting; other operations
+    get the configured one (or "tcg" when it is "auto") so they never run the probe."""
+    img = cfg.image
+    return VMSpec(
+        name=cfg.name, instance_dir=paths.root, arch=img.arch, cpus=cfg.cpus,
+        memory_mib=cfg.memory_mib, disk_size_gib=cfg.disk_size_gib, iso=Path(img.iso),
+        kernel=Path(img.kernel) if img.kernel else None, initrd=Path(img.initrd) if img.initrd else None,
+        kernel_cmdline=img.cmdline, cidata=paths.cidata,
+        data_disk=paths.data_disk(driver.features.disk_format), ssh_port=cfg.ssh_port,
+        accel=accel or (cfg.accel if cfg.accel != "auto" else "tcg"), serial_log=paths.serial_log,
+        mounts=tuple(Mount(Path(m.host_path), Path(m.guest_path), m.writable) for m in cfg.mounts),
+    )
+
+
+def vm_status(driver: Driver, spec: VMSpec) -> VMStatus:
+    return driver.status(spec)
+
+
+def ssh_answers(port: int, timeout: float = BANNER_TIMEOUT) -> bool:
+    """True when something on 127.0.0.1:port speaks SSH (sends an "SSH-" banner)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+@dataclass
+class InstanceStatus:
+    name: str
+    state: str  # "running", "starting", "stopped", "suspended", "broken"
+    reasons: list[str] = field(default_factory=list)
+    driver: str = ""
+    ssh_port: int = 0
+
+
+def status(name: str) -> InstanceStatus:
+    """Running / Stopped / Suspended / Broken, with the reasons."""
+    paths = require(name)
+    try:
+        _, cfg = load(name)
+    except ConfigError as exc:
+        return InstanceStatus(name, "broken", exc.problems)
+    driver = get_driver(cfg.driver)
+    try:
+        vm = driver.status(spec_for(cfg, paths, driver))
+    except ToolboxError as exc:
+        return InstanceStatus(name, "broken", [exc.message], cfg.driver, cfg.ssh_port)
+    reasons = list(vm.reasons)
+    state = vm.state.value
+    if vm.state is VMState.MISSING:
+        state, reasons = "broken", [f"the {cfg.driver} hypervisor has no VM for it", *reasons]
+    elif vm.state is VMState.RUNNING and not ssh_answers(cfg.ssh_port):
+        state = "starting"
+        reasons.append(f"SSH is not answering on 127.0.0.1:{cfg.ssh_port} yet")
+    return InstanceStatus(name, state, reasons, cfg.driver, cfg.ssh_port)
+
+
+def info(name: str) -> dict[str, Any]:
+    """Everything worth knowing about the instance (for `info` and `info --json`)."""
+    paths, cfg = load(name)
+    st = status(name)
+    return {
+        "name": name,
+        "state": st.state,
+        "reasons": st.reasons,
+        "driver": cfg.driver,
+        "cpus": cfg.cpus,
+        "memory_mib": cfg.memory_mib,
+        "disk_size_gib": cfg.disk_size_gib,
+        "accel": cfg.accel,
+        "image": {"version": cfg.image.version, "sha256": cfg.image.sha256, "source": cfg.image.source,
+                  "arch": cfg.image.arch},
+        "ssh": {"host": "127.0.0.1", "port": cfg.ssh_port, "user": "toolbox", "identity_file": str(paths.ssh_key)},
+        "docker_host": f"unix://{paths.docker_socket}",
+        "mounts": [{"host": m.host_path, "guest": m.guest_path, "writable": m.writable} for m in cfg.mounts],
+        "dir": str(paths.root),
+        "created": cfg.created,
+    }
+
+
+def ip(name: str) -> str:
+    """The address that reaches the VM: its ports are forwarded to the host's loopback."""
+    load(name)
+    return "127.0.0.1"
+
+
+def names() -> list[str]:
+    home = toolbox_home()
+    if not home.is_dir():
+        return []
+    found = []
+    for entry in sorted(os.listdir(home)):
+        if entry != "cache" and (home / entry).is_dir() and (home / entry / "instance.toml").exists():
+            found.append(entry)
+    return found
+
+
+def list_instances() -> list[InstanceStatus]:
+    out = []
+    for name in names():
+        try:
+            out.append(status(name))
+        except ToolboxError as exc:
+            out.append(InstanceStatus(name, "broken", [exc.message]))
+    return out
