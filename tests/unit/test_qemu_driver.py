@@ -169,7 +169,7 @@ def test_start_failure_reports_qemu_stderr_and_logs_it(spec: VMSpec, monkeypatch
     stderr = "qemu-system-x86_64: -netdev user: Could not set up host forwarding rule\n"
     runner = FakeRun(returncode=1, stderr=stderr)
     monkeypatch.setattr(qemu_driver, "run", runner)
-    monkeypatch.setattr(QemuDriver, "check_installed", lambda self: None)
+    monkeypatch.setattr(qemu_driver, "which", lambda name, hint: name)
     with pytest.raises(DriverError, match="host forwarding rule"):
         QemuDriver().start(spec)
     assert runner.calls[0][0] == "qemu-system-x86_64" and runner.calls[0][-1] == "-daemonize"
@@ -182,7 +182,7 @@ def test_start_with_a_saved_state_restores_it(spec: VMSpec, monkeypatch: pytest.
     saved.write_bytes(b"QEVM")
     runner = FakeRun()
     monkeypatch.setattr(qemu_driver, "run", runner)
-    monkeypatch.setattr(QemuDriver, "check_installed", lambda self: None)
+    monkeypatch.setattr(qemu_driver, "which", lambda name, hint: name)
     states = iter(["inmigrate", "paused", "running"])
     sent: list[str] = []
 
@@ -227,3 +227,18 @@ def test_reconfigure_refuses_a_saved_state(spec: VMSpec) -> None:
 def test_shutdown_state_is_stopped() -> None:
     assert state_from_qmp("shutdown").state is VMState.STOPPED
     assert state_from_qmp("inmigrate").state is VMState.RUNNING
+
+
+def test_unloadable_saved_state_says_how_to_discard_it(spec: VMSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    (spec.instance_dir / "saved.state").write_bytes(b"garbage")
+    monkeypatch.setattr(qemu_driver, "run", FakeRun())
+    monkeypatch.setattr(qemu_driver, "which", lambda name, hint: name)
+
+    def dead_qmp(sock: Path, command: str, arguments: object = None, **kw: object) -> Any:
+        raise QMPError("QMP connection closed by QEMU")
+
+    monkeypatch.setattr(qemu_driver, "qmp_execute", dead_qmp)
+    with pytest.raises(DriverError, match="restoring the saved state failed") as info:
+        QemuDriver().start(spec)
+    assert info.value.hint is not None and "toolbox down" in info.value.hint
+    assert (spec.instance_dir / "saved.state").exists()

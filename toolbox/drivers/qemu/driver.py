@@ -105,7 +105,14 @@ class QemuDriver:
         incoming = saved if saved.exists() else None
         self._launch(spec, incoming)
         if incoming is not None:
-            self._wait_restored(spec)
+            try:
+                self._wait_restored(spec)
+            except QMPError as exc:  # QEMU exits when it cannot load the state
+                raise DriverError(
+                    self.name,
+                    f"restoring the saved state failed: {exc.message}",
+                    hint="discard it with 'toolbox down', then start again",
+                ) from exc
             saved.unlink(missing_ok=True)
 
     def stop(self, spec: VMSpec, *, force: bool = False, timeout: float = 30.0) -> None:
@@ -208,7 +215,7 @@ class QemuDriver:
     def _launch(self, spec: VMSpec, incoming: Path | None) -> None:
         files = command.instance_paths(spec)
         files.check_socket_path(files.qmp_socket)
-        self.check_installed()
+        which(command.qemu_binary(spec.arch), install_hint())  # the guest's arch, not the host's
         argv = command.build_argv(spec, firmware=find_uefi_firmware(spec.arch), incoming=incoming)
         result = run(argv, check=False, timeout=120.0)
         # -daemonize: QEMU's stderr is ours only until it has set up; keep it for `logs`.
