@@ -68,14 +68,16 @@ class PinnedHostKey(paramiko.MissingHostKeyPolicy):
         )
 
 
-def connect(host: str, port: int, key_path: Path, host_pubkey: Path, timeout: float = 10.0) -> paramiko.SSHClient:
+def connect(
+    host: str, port: int, key_path: Path, host_pubkey: Path, timeout: float = 10.0, user: str = USER
+) -> paramiko.SSHClient:
     """An authenticated client; SSHError (or HostKeyMismatch) when that fails."""
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(PinnedHostKey(host_pubkey))
     try:
         pkey = paramiko.Ed25519Key.from_private_key_file(str(key_path))
         client.connect(
-            host, port=port, username=USER, pkey=pkey, timeout=timeout, banner_timeout=timeout,
+            host, port=port, username=user, pkey=pkey, timeout=timeout, banner_timeout=timeout,
             auth_timeout=timeout, allow_agent=False, look_for_keys=False,
         )
     except HostKeyMismatch:
@@ -95,7 +97,7 @@ def connect(host: str, port: int, key_path: Path, host_pubkey: Path, timeout: fl
 
 def wait_for_ssh(
     host: str, port: int, key_path: Path, host_pubkey: Path, timeout: float,
-    alive: Any = None,
+    alive: Any = None, user: str = USER,
 ) -> paramiko.SSHClient:
     """Retry `connect` until it works or `timeout` passes (GuestTimeout).
 
@@ -107,7 +109,8 @@ def wait_for_ssh(
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            return connect(host, port, key_path, host_pubkey, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+            left = max(1.0, deadline - time.monotonic())
+            return connect(host, port, key_path, host_pubkey, timeout=min(10.0, left), user=user)
         except HostKeyMismatch:
             raise
         except SSHError as exc:
