@@ -180,6 +180,7 @@ def test_start_failure_reports_qemu_stderr_and_logs_it(spec: VMSpec, monkeypatch
 def test_start_with_a_saved_state_restores_it(spec: VMSpec, monkeypatch: pytest.MonkeyPatch) -> None:
     saved = spec.instance_dir / "saved.state"
     saved.write_bytes(b"QEVM")
+    (spec.instance_dir / "saved.accel").write_text("kvm\n")  # spec says tcg: the saved VM wins
     runner = FakeRun()
     monkeypatch.setattr(qemu_driver, "run", runner)
     monkeypatch.setattr(qemu_driver, "which", lambda name, hint: name)
@@ -193,9 +194,10 @@ def test_start_with_a_saved_state_restores_it(spec: VMSpec, monkeypatch: pytest.
     monkeypatch.setattr(qemu_driver, "qmp_execute", fake_qmp)
     monkeypatch.setattr(qemu_driver.time, "sleep", lambda s: None)
     QemuDriver().start(spec)
-    assert "-incoming" in runner.calls[0]
+    argv = runner.calls[0]
+    assert "-incoming" in argv and argv[argv.index("-accel") + 1] == "kvm"
     assert sent == ["query-status", "query-status", "cont", "query-status"]
-    assert not saved.exists()
+    assert not saved.exists() and not (spec.instance_dir / "saved.accel").exists()
 
 
 def test_stop_of_a_stopped_vm_cleans_up_and_does_nothing(spec: VMSpec) -> None:

@@ -35,6 +35,11 @@ def saved_state_file(spec: VMSpec) -> Path:
     return spec.instance_dir / "saved.state"
 
 
+def saved_accel_file(spec: VMSpec) -> Path:
+    """The accelerator the saved VM ran under: a restore must rebuild the same CPU model."""
+    return spec.instance_dir / "saved.accel"
+
+
 def build_argv(spec: VMSpec, *, firmware: Path | None = None, incoming: Path | None = None) -> list[str]:
     """The full argv that boots `spec` as a daemonized QEMU.
 

@@ -12,6 +12,7 @@ import contextlib
 import platform
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -103,6 +104,8 @@ class QemuDriver:
         self._clean_runtime_files(spec)
         saved = command.saved_state_file(spec)
         incoming = saved if saved.exists() else None
+        if incoming is not None:
+            spec = replace(spec, accel=_saved_accel(spec))
         self._launch(spec, incoming)
         if incoming is not None:
             try:
@@ -114,6 +117,7 @@ class QemuDriver:
                     hint="discard it with 'toolbox down', then start again",
                 ) from exc
             saved.unlink(missing_ok=True)
+            command.saved_accel_file(spec).unlink(missing_ok=True)
 
     def stop(self, spec: VMSpec, *, force: bool = False, timeout: float = 30.0) -> None:
         """ACPI power-off via QMP, waiting up to `timeout` s; then quit, then SIGKILL.
@@ -121,7 +125,8 @@ class QemuDriver:
         Stopping a VM suspended to disk discards its saved state: it ends powered off.
         """
         files = command.instance_paths(spec)
-        command.saved_state_file(spec).unlink(missing_ok=True)
+        for path in (command.saved_state_file(spec), command.saved_accel_file(spec)):
+            path.unlink(missing_ok=True)
         pid = self._live_pid(spec)
         if pid is None:
             self._clean_runtime_files(spec)
@@ -184,6 +189,7 @@ class QemuDriver:
                 partial.unlink(missing_ok=True)
                 qmp.execute("cont")
                 raise
+            command.saved_accel_file(spec).write_text((process.accel_of(pid) or spec.accel) + "\n")
             partial.replace(saved)
             with contextlib.suppress(QMPError):
                 qmp.execute("quit")
@@ -268,6 +274,14 @@ def state_from_qmp(status: str) -> VMStatus:
     if status == "shutdown":
         return VMStatus(VMState.STOPPED, ("the guest powered off; QEMU has not exited yet",))
     return VMStatus(VMState.BROKEN, (f"QEMU reports {status or 'no state'}",))
+
+
+def _saved_accel(spec: VMSpec) -> str:
+    try:
+        accel = command.saved_accel_file(spec).read_text().strip()
+    except OSError:
+        return spec.accel
+    return accel if accel in ("hvf", "kvm", "tcg") else spec.accel
 
 
 def _migrate_to_file(qmp: QMPClient, target: Path, timeout: float = SUSPEND_TIMEOUT) -> None:

@@ -35,6 +35,15 @@ def is_our_qemu(pid: int, qmp_socket: Path) -> bool:
     return cmdline is not None and str(qmp_socket) in cmdline
 
 
+def accel_of(pid: int) -> str | None:
+    """The accelerator named by `-accel` on the process's command line, if any."""
+    words = (_cmdline(pid) or "").split()
+    for flag, value in zip(words, words[1:]):
+        if flag == "-accel":
+            return value.split(",")[0]
+    return None
+
+
 def wait_exit(pid: int, qmp_socket: Path, timeout: float) -> bool:
     """Poll until our QEMU `pid` is gone; True if it went within `timeout` seconds."""
     deadline = time.monotonic() + timeout
