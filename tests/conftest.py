@@ -1,0 +1,8 @@
+"""Shared test setup: the tests directory on sys.path for the small helpers kept here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
