@@ -26,9 +26,10 @@ class ImageConflict(ImageError):
 class RegistryError(ImageError):
     """A registry refused or failed a request; `not_found` marks unknown names/manifests."""
 
-    def __init__(self, message: str, *, not_found: bool = False) -> None:
+    def __init__(self, message: str, *, not_found: bool = False, status: int = 0) -> None:
         super().__init__(message)
         self.not_found = not_found
+        self.status = status  # the registry's HTTP status, 0 when it never answered
 
 
 class DigestMismatch(RegistryError):

@@ -1,0 +1,325 @@
+"""Test registry fixture: Debian's docker-registry on loopback, and images built in Python.
+
+    with RegistryServer() as reg:                # 127.0.0.1:<free port>, temp storage
+        publish_defaults(reg)                    # learn/tutorial:latest, busybox:latest
+        img = make_image([busybox_layer(), files_layer({"etc/motd": b"hi\n"})])
+        push(reg, "demo/app:1", img)             # or push_index(reg, "x:y", img) for an OCI index
+        reg.host                                 # "127.0.0.1:PORT" (from a VM guest: 10.0.2.2:PORT)
+
+The registry process is started by the fixture and stopped by its pid only. Pushes go
+through the registry's HTTP API (monolithic blob uploads, then the manifest).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+BUSYBOX = "/bin/busybox"
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+LAYER_TYPES = {
+    ("docker", "gzip"): "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    ("docker", "none"): "application/vnd.docker.image.rootfs.diff.tar",
+    ("oci", "gzip"): "application/vnd.oci.image.layer.v1.tar+gzip",
+    ("oci", "zstd"): "application/vnd.oci.image.layer.v1.tar+zstd",
+    ("oci", "none"): "application/vnd.oci.image.layer.v1.tar",
+}
+APPLETS = ["sh", "ash", "echo", "ls", "cat", "sleep", "true", "false", "env", "id", "hostname", "wget", "httpd",
+           "nc", "ps", "top", "mkdir", "rm", "cp", "mv", "touch", "printf", "test", "[", "uname", "date", "head",
+           "tail", "grep", "sed", "awk", "vi", "kill", "pwd", "whoami", "wc", "chmod", "ln", "sort", "tee", "yes"]
+CREATED = "2026-01-01T00:00:00Z"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RegistryServer:
+    """docker-registry serving a temp directory on 127.0.0.1:<port>; a context manager."""
+
+    def __init__(self, root: Path | None = None, port: int | None = None) -> None:
+        self._tmp = None if root else tempfile.TemporaryDirectory(prefix="registry-")
+        self.root = Path(root or self._tmp.name)  # type: ignore[union-attr]
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "registry.log"
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the registry keeps a blob's bytes (to tamper with it in tests)."""
+        hexd = digest.removeprefix("sha256:")
+        return self.root / "data/docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+    def start(self) -> RegistryServer:
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: info\n  accesslog:\n    disabled: false\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n"
+        )
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    (self.root / "registry.pid").write_text(str(self.proc.pid))
+                    return self
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("docker-registry did not answer within 15 s")
+
+    def stop(self) -> None:
+        """Stop the process this fixture started (by its pid) and wait for it."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """Kill it at once (a registry going down mid-pull)."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def blob_requests(self) -> list[str]:
+        """Paths of the blob GETs the registry served (from its access log)."""
+        text = self.log_path.read_text(errors="replace")
+        return [line.split('"GET ', 1)[1].split(" ", 1)[0] for line in text.splitlines()
+                if '"GET /v2/' in line and "/blobs/" in line]
+
+    def __enter__(self) -> RegistryServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+
+
+# -- building images ---------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One tar member. kind: file, dir, symlink, hardlink, whiteout (.wh.<name>), opaque."""
+
+    name: str
+    data: bytes = b""
+    kind: str = "file"
+    mode: int = 0o644
+    target: str = ""
+    uid: int = 0
+    gid: int = 0
+
+
+def tar_layer(entries: list[Entry]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for e in entries:
+            name = e.name.strip("/")
+            if e.kind == "whiteout":
+                head, _, base = name.rpartition("/")
+                name = (head + "/" if head else "") + ".wh." + base
+            elif e.kind == "opaque":
+                name = name + "/.wh..wh..opq"
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.mode = 1767225600, e.uid, e.gid, e.mode
+            if e.kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, e.mode if e.mode != 0o644 else 0o755
+            elif e.kind == "symlink":
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, e.target, 0o777
+            elif e.kind == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, e.target
+            else:
+                info.size = len(e.data)
+            tf.addfile(info, io.BytesIO(e.data) if info.type == tarfile.REGTYPE else None)
+    return buf.getvalue()
+
+
+def busybox_layer() -> bytes:
+    """/bin/busybox (Debian's busybox-static) with applet links, /etc/passwd and /etc/group."""
+    entries = [Entry("bin", kind="dir"), Entry("etc", kind="dir"), Entry("tmp", kind="dir", mode=0o1777),
+               Entry("root", kind="dir", mode=0o700), Entry("bin/busybox", Path(BUSYBOX).read_bytes(), mode=0o755)]
+    entries += [Entry(f"bin/{a}", kind="symlink", target="busybox") for a in APPLETS]
+    entries += [Entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+                Entry("etc/group", b"root:x:0:\nnogroup:x:65534:\n")]
+    return tar_layer(entries)
+
+
+def files_layer(files: dict[str, bytes]) -> bytes:
+    return tar_layer([Entry(name, data) for name, data in files.items()])
+
+
+@dataclass
+class Blob:
+    media_type: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+    def descriptor(self, **extra: object) -> dict[str, object]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": len(self.data), **extra}
+
+
+@dataclass
+class BuiltImage:
+    config: Blob
+    layers: list[Blob]
+    manifest: Blob
+    diff_ids: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.config.digest
+
+    @property
+    def blobs(self) -> list[Blob]:
+        return [self.config, *self.layers]
+
+
+def compress(data: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    if compression == "zstd":
+        return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, stdout=subprocess.PIPE, check=True).stdout
+    return data
+
+
+def make_image(layers: list[bytes], *, compression: str = "gzip", oci: bool | None = None,
+               cmd: list[str] | None = None, arch: str = "amd64", labels: dict[str, str] | None = None) -> BuiltImage:
+    """An image from uncompressed layer tars: config (Cmd ["sh"], PATH) and a manifest."""
+    oci = compression == "zstd" if oci is None else oci
+    flavor = "oci" if oci else "docker"
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    blobs = [Blob(LAYER_TYPES[(flavor, compression)], compress(layer, compression)) for layer in layers]
+    config = {
+        "architecture": arch, "os": "linux", "created": CREATED,
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                   "Cmd": cmd or ["sh"], "Labels": labels or None},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": CREATED, "created_by": f"/bin/sh -c #(nop) ADD layer {i}"} for i in range(len(layers))]
+                   + [{"created": CREATED, "created_by": '/bin/sh -c #(nop)  CMD ["sh"]', "empty_layer": True}],
+    }
+    ctype = "application/vnd.oci.image.config.v1+json" if oci else "application/vnd.docker.container.image.v1+json"
+    config_blob = Blob(ctype, json.dumps(config, sort_keys=True).encode())
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST if oci else MANIFEST_V2,
+                "config": config_blob.descriptor(), "layers": [b.descriptor() for b in blobs]}
+    mblob = Blob(OCI_MANIFEST if oci else MANIFEST_V2, json.dumps(manifest, indent=2).encode())
+    return BuiltImage(config_blob, blobs, mblob, diff_ids)
+
+
+def _put_blob(reg: RegistryServer, repo: str, blob: Blob) -> None:
+    if requests.head(f"{reg.url}/v2/{repo}/blobs/{blob.digest}", timeout=10).status_code == 200:
+        return
+    start = requests.post(f"{reg.url}/v2/{repo}/blobs/uploads/", timeout=10)
+    start.raise_for_status()
+    location = start.headers["Location"]
+    if location.startswith("/"):
+        location = reg.url + location
+    sep = "&" if "?" in location else "?"
+    put = requests.put(f"{location}{sep}digest={blob.digest}", data=blob.data,
+                       headers={"Content-Type": "application/octet-stream"}, timeout=60)
+    put.raise_for_status()
+
+
+def _put_manifest(reg: RegistryServer, repo: str, ref: str, blob: Blob) -> None:
+    resp = requests.put(f"{reg.url}/v2/{repo}/manifests/{ref}", data=blob.data,
+                        headers={"Content-Type": blob.media_type}, timeout=10)
+    resp.raise_for_status()
+
+
+def _split(name: str) -> tuple[str, str]:
+    repo, _, tag = name.partition(":")
+    if "/" not in repo:
+        repo = "library/" + repo
+    repo = repo.lstrip("/")  # a leading "/" means: the path exactly as given
+    return repo, tag or "latest"
+
+
+def push(reg: RegistryServer, name: str, image: BuiltImage) -> str:
+    """Push blobs then the manifest as repo:tag; returns its digest.
+
+    "busybox" means library/busybox (as Docker Hub names it); "/busybox" means busybox.
+    """
+    repo, tag = _split(name)
+    for blob in image.blobs:
+        _put_blob(reg, repo, blob)
+    _put_manifest(reg, repo, tag, image.manifest)
+    return image.manifest.digest
+
+
+def push_index(reg: RegistryServer, name: str, *images: BuiltImage, docker_list: bool = False) -> str:
+    """Push images as one manifest list / OCI index (platform from each config); returns its digest."""
+    repo, tag = _split(name)
+    entries = []
+    for image in images:
+        push(reg, f"/{repo}:{tag}", image)
+        cfg = json.loads(image.config.data)
+        entries.append(image.manifest.descriptor(platform={"architecture": cfg["architecture"], "os": cfg["os"]}))
+    media = "application/vnd.docker.distribution.manifest.list.v2+json" if docker_list else OCI_INDEX
+    index = Blob(media, json.dumps({"schemaVersion": 2, "mediaType": media, "manifests": entries}).encode())
+    _put_manifest(reg, repo, tag, index)
+    return index.digest
+
+
+def publish_defaults(reg: RegistryServer) -> dict[str, BuiltImage]:
+    """learn/tutorial:latest (busybox + a file, schema2) and busybox:latest (an OCI index, amd64 + arm64)."""
+    tutorial = make_image([busybox_layer(), files_layer({"etc/motd": b"Welcome to the tutorial\n"})],
+                          labels={"org.opencontainers.image.description": "learn/tutorial"})
+    push(reg, "learn/tutorial:latest", tutorial)
+    busybox = make_image([busybox_layer()])
+    other = make_image([files_layer({"not-this-arch": b"arm64\n"})], arch="arm64")
+    push_index(reg, "busybox:latest", busybox, other)  # docker.io-style path, for a mirror
+    push_index(reg, "/busybox:latest", busybox, other)  # 127.0.0.1:PORT/busybox
+    return {"learn/tutorial:latest": tutorial, "busybox:latest": busybox}
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    """A running registry with the default images published, shared by the session."""
+    with RegistryServer() as reg:
+        publish_defaults(reg)
+        yield reg
