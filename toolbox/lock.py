@@ -19,12 +19,12 @@ DEFAULT_TIMEOUT = 10.0
 
 
 @contextmanager
-def instance_lock(name: str, lock_path: Path, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
+def instance_lock(name: str, lock_path: Path, timeout: float | None = None) -> Iterator[None]:
     """Hold the instance's lock for the block; InstanceLocked after `timeout` seconds."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (DEFAULT_TIMEOUT if timeout is None else timeout)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

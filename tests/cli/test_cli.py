@@ -1,0 +1,190 @@
+"""The CLI end to end over the fake driver: help, errors, init/delete, status, shellinit, config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers_http import FileServer
+
+from toolbox import instance, ssh
+from toolbox.lock import instance_lock
+from toolbox.paths import InstancePaths
+
+COMMANDS = ["init", "up", "down", "restart", "poweroff", "reset", "save", "resume", "delete", "download",
+            "upgrade", "status", "info", "ip", "list", "ssh", "ssh-config", "shellinit", "logs", "version"]
+ALIASES = ["start", "boot", "stop", "halt", "suspend", "destroy", "socket", "ls", "cfg"]
+
+
+@pytest.mark.parametrize("command", COMMANDS + ALIASES)
+def test_every_help_teaches(cli: Any, command: str) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output or command == "cfg"
+
+
+def test_version(cli: Any) -> None:
+    assert cli("version").output.startswith("toolbox 0.")
+
+
+def test_missing_instance_is_one_red_line(cli: Any) -> None:
+    result = cli("status")
+    assert result.exit_code == 1
+    assert "Error: instance 'default' does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_options_all_reported_nothing_made(cli: Any, env: Path, server: FileServer) -> None:
+    result = cli("init", "--cpus", "999", "--memory", "100", "--driver", "hyperv",
+                 "--manifest-url", f"{server.url}/v1/manifest.json")
+    assert result.exit_code == 2
+    for needle in ("--cpus: 999", "--memory: 100 MiB", "--driver: 'hyperv'"):
+        assert needle in result.output
+    assert not (env / "default").exists()
+
+
+def test_404_leaves_nothing(cli: Any, env: Path, server: FileServer) -> None:
+    result = cli("init", "--manifest-url", f"{server.url}/nope/manifest.json")
+    assert result.exit_code == 1 and "HTTP 404" in result.output
+    assert not (env / "default").exists()
+
+
+def test_checksum_mismatch_leaves_nothing(cli: Any, env: Path, server: FileServer) -> None:
+    server.faults.corrupt = True
+    try:
+        result = cli("init", "--manifest-url", f"{server.url}/v1/manifest.json")
+    finally:
+        server.faults.corrupt = False
+    assert result.exit_code == 1 and "sha256 mismatch" in result.output
+    assert not (env / "default").exists()
+    assert not any((env / "cache").glob("*")) if (env / "cache").exists() else True
+
+
+def test_missing_hypervisor_names_install_command(cli: Any, monkeypatch: pytest.MonkeyPatch, server: FileServer) -> None:
+    monkeypatch.setenv("FAKE_MISSING", "1")
+    result = cli("init", "--manifest-url", f"{server.url}/v1/manifest.json")
+    assert result.exit_code == 1
+    assert "qemu-system-x86_64 is not installed" in result.output and "apt-get install" in result.output
+
+
+def test_driver_failure_removes_everything(cli: Any, env: Path, monkeypatch: pytest.MonkeyPatch,
+                                           server: FileServer) -> None:
+    monkeypatch.setenv("FAKE_FAIL_CREATE", "1")
+    result = cli("init", "--manifest-url", f"{server.url}/v1/manifest.json")
+    assert result.exit_code == 1 and "create failed on purpose" in result.output
+    assert not (env / "default").exists()
+
+
+def test_unexpected_error_suggests_debug(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(name: str) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr("toolbox.state.status", boom)
+    result = cli("status")
+    assert result.exit_code == 1 and "unexpected RuntimeError: kaboom" in result.output
+    assert "--debug" in result.output
+    assert "Traceback" in cli("--debug", "status").output
+
+
+def test_init_makes_an_instance(cli: Any, inited: Path) -> None:
+    for name in ("instance.toml", "id_ed25519", "id_ed25519.pub", "ssh_host_ed25519_key.pub", "cidata.iso",
+                 "disk.qcow2"):
+        assert (inited / name).exists(), name
+    assert (inited / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    assert cli("status").output.strip() == "stopped"
+    assert "default" in cli("list").output
+    info = json.loads(cli("info", "--json").output)
+    assert info["image"]["version"] == "1.0" and info["ssh"]["user"] == "toolbox"
+    assert cli("ip").output.strip() == "127.0.0.1"
+    again = cli("init", "--manifest-url", "http://127.0.0.1:1/x")
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_ssh_config_pins_the_key(cli: Any, inited: Path) -> None:
+    out = cli("ssh-config").output
+    assert "StrictHostKeyChecking yes" in out and f"IdentityFile {inited / 'id_ed25519'}" in out
+    pinned = (inited / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    assert pinned in (inited / "known_hosts").read_text()
+
+
+@pytest.mark.parametrize(("shell", "needle"), [
+    ("bash", "export DOCKER_HOST='unix://"), ("zsh", "unset DOCKER_TLS_VERIFY"),
+    ("fish", "set -gx DOCKER_HOST 'unix://"), ("powershell", '$Env:DOCKER_HOST = "unix://'),
+    ("cmd", "SET DOCKER_HOST=unix://"),
+])
+def test_shellinit_forms(cli: Any, inited: Path, shell: str, needle: str) -> None:
+    result = cli("shellinit", "--shell", shell)
+    assert result.exit_code == 0 and needle in result.output
+    assert str(inited / "docker.sock") in result.output
+
+
+def test_shellinit_follows_shell_env(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHELL", "/usr/bin/fish")
+    assert "set -gx" in cli("socket").output
+    assert cli("shellinit", "--shell", "tcsh").exit_code == 2
+
+
+def test_config_show_set_validate(cli: Any, env: Path) -> None:
+    assert cli("config", "set", "cpus", "1").exit_code == 0
+    assert "cpus = 1" in cli("cfg", "show").output
+    bad = cli("config", "set", "memory_mib", "10")
+    assert bad.exit_code == 2 and "memory_mib: 10 MiB is out of range" in bad.output
+    (env / "config.toml").write_text('cpus = 0\ndriver = "x"\n')
+    result = cli("config", "validate")
+    assert result.exit_code == 2 and "cpus: 0" in result.output and "driver: 'x'" in result.output
+
+
+def test_up_down_with_ssh_faked(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Client:
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
+    monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
+    result = cli("up")
+    assert result.exit_code == 0, result.output
+    assert cli("status").output.startswith("starting")  # nothing speaks SSH on the port
+    assert json.loads((inited / "fake-vm.json").read_text())["accel"] == "tcg"
+    assert cli("halt").exit_code == 0
+    assert cli("status").output.strip() == "stopped"
+
+
+def test_save_without_suspend_support(cli: Any, inited: Path) -> None:
+    result = cli("suspend")
+    assert result.exit_code == 1 and "cannot save" in result.output and "toolbox down" in result.output
+
+
+def test_locked_instance(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("toolbox.lock.DEFAULT_TIMEOUT", 0.3)
+    with instance_lock("default", InstancePaths.for_name("default").lock):
+        result = cli("down")
+    assert result.exit_code == 1 and "busy with another toolbox command" in result.output
+
+
+def test_delete_confirms(cli: Any, inited: Path) -> None:
+    assert cli("delete", input="n\n").exit_code == 1 and inited.exists()
+    assert cli("destroy", "-f").exit_code == 0
+    assert not inited.exists()
+    assert cli("list").output.strip().splitlines()[1:] == []
+
+
+def test_upgrade_swaps_image_keeps_disk(cli: Any, inited: Path, server: FileServer,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(instance, "_boot", lambda *a, **k: None)
+    (inited / "disk.qcow2").write_bytes(b"precious")
+    same = cli("upgrade", "--manifest-url", f"{server.url}/v1/manifest.json")
+    assert same.exit_code == 0 and "up to date" in same.output
+    result = cli("upgrade", "--manifest-url", f"{server.url}/v2/manifest.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(cli("info", "--json").output)["image"]["version"] == "2.0"
+    assert (inited / "disk.qcow2").read_bytes() == b"precious"
+
+
+def test_download_into_cache(cli: Any, env: Path, server: FileServer) -> None:
+    result = cli("download", "--iso-url", f"{server.url}/v2/toolbox.iso")
+    assert result.exit_code == 0, result.output
+    sha = result.stdout.split()[1]
+    assert (env / "cache" / sha / "toolbox.iso").exists()
+    assert (env / "cache" / sha / "vmlinuz").read_bytes() == b"KERNEL"
