@@ -76,6 +76,10 @@ class InstanceStatus:
     driver: str = ""
     ssh_port: int = 0
 
+    def render(self) -> str:
+        """The state, then each reason indented on its own line."""
+        return self.state + "".join(f"\n  {r}" for r in self.reasons)
+
 
 def status(name: str) -> InstanceStatus:
     """Running / Stopped / Suspended / Broken, with the reasons."""

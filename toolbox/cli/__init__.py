@@ -1,68 +1,55 @@
-"""The `toolbox` command line: typer, thin commands over toolbox.instance / toolbox.state.
+"""The `toolbox` command line (typer + rich; the app is in toolbox.cli.app).
 
-Errors are turned into one red line and an exit code in ONE place: ToolboxGroup.invoke.
-A traceback is shown only with --debug. Commands live in vm.py (lifecycle) and info.py
-(everything that only looks); each registers boot2docker's aliases as hidden commands.
+`toolbox status` has a fast path that skips typer: building typer's parameter types
+imports pydantic (~60 ms here), which alone would break status's 150 ms budget. The fast
+path accepts only `status [-n NAME | --name NAME]`; anything else (--help, --debug ...)
+goes through typer, and both print the same thing through the same error renderer.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
-import typer
-from typer.core import TyperGroup
 
-from toolbox import __version__
-
-
-class ToolboxGroup(TyperGroup):
-    """Runs every command under the one error handler."""
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors, --help, exits
-            raise
-        except (Exception, KeyboardInterrupt) as exc:
-            from toolbox.cli.ui import render_error
-
-            debug = bool((ctx.obj or {}).get("debug"))
-            raise typer.Exit(render_error(exc, debug)) from None
+def _status_name(argv: list[str]) -> str | None:
+    """The instance name when argv is exactly a plain status command, else None."""
+    if not argv or argv[0] != "status":
+        return None
+    rest = argv[1:]
+    if not rest:
+        return "default"
+    if len(rest) == 2 and rest[0] in ("-n", "--name"):
+        return rest[1]
+    if len(rest) == 1 and rest[0].startswith("--name="):
+        return rest[0].removeprefix("--name=")
+    return None
 
 
-app = typer.Typer(
-    cls=ToolboxGroup,
-    name="toolbox",
-    help="Linux containers on your Mac: a small Linux VM, booted and looked after from here.\n\n"
-    "Start with:  toolbox init && toolbox up && eval \"$(toolbox shellinit)\"",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def _fast_status(name: str) -> int:
+    from toolbox import state
 
+    try:
+        sys.stdout.write(state.status(name).render() + "\n")
+        return 0
+    except Exception as exc:  # the same one-line rendering typer's path gives
+        from toolbox.cli.ui import render_error
 
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    debug: bool = typer.Option(False, "--debug", help="Log every external command and show tracebacks."),
-) -> None:
-    ctx.obj = {"debug": debug}
-    if debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s", stream=sys.stderr)
-
-
-from toolbox.cli import info as _info  # noqa: E402  (registers its commands on app)
-from toolbox.cli import vm as _vm  # noqa: E402
-
-_vm.register(app)
-_info.register(app)
+        return render_error(exc, debug=False)
 
 
 def main() -> None:
+    name = _status_name(sys.argv[1:])
+    if name is not None:
+        sys.exit(_fast_status(name))
+    from toolbox.cli.app import app
+
     app()
 
 
-__all__ = ["app", "main", "__version__"]
+def __getattr__(attr: str) -> Any:
+    if attr == "app":  # `from toolbox.cli import app` (tests) without loading typer early
+        from toolbox.cli.app import app
+
+        return app
+    raise AttributeError(attr)

@@ -24,7 +24,7 @@ def status(name: NameOpt = "default") -> None:
     from toolbox import state
 
     st = state.status(name)
-    typer.echo(st.state + "".join(f"\n  {r}" for r in st.reasons))
+    typer.echo(st.render())
 
 
 def info(
