@@ -1,4 +1,4 @@
-"""The `toolbox` command line (typer + rich; the app is in toolbox.cli.app).
+"""The `toolbox` command line (typer + rich; the app is in toolbox.cli.root).
 
 `toolbox status` has a fast path that skips typer: building typer's parameter types
 imports pydantic (~60 ms here), which alone would break status's 150 ms budget. The fast
@@ -42,14 +42,14 @@ def main() -> None:
     name = _status_name(sys.argv[1:])
     if name is not None:
         sys.exit(_fast_status(name))
-    from toolbox.cli.app import app
+    from toolbox.cli.root import app
 
     app()
 
 
 def __getattr__(attr: str) -> Any:
     if attr == "app":  # `from toolbox.cli import app` (tests) without loading typer early
-        from toolbox.cli.app import app
+        from toolbox.cli.root import app
 
         return app
     raise AttributeError(attr)
