@@ -39,11 +39,10 @@ def domain_name(instance: str) -> str:
     return f"toolbox-{instance}"
 
 
-def domain_type_for(accel: str, *, macos: bool) -> str:
-    """libvirt's <domain type>: hvf on macOS, kvm only when the probe said so, else TCG."""
-    if macos:
-        return "hvf"
-    return "kvm" if accel == "kvm" else "qemu"
+def domain_type_for(accel: str) -> str:
+    """libvirt's <domain type>: hvf (macOS) or kvm only where toolbox's accelerator probe
+    found them working (spec.accel), else qemu, i.e. TCG, which always works."""
+    return {"hvf": "hvf", "kvm": "kvm"}.get(accel, "qemu")
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -69,10 +68,12 @@ def _os(root: ET.Element, spec: VMSpec) -> None:
 
 def _features_and_cpu(root: ET.Element, spec: VMSpec, facts: HostFacts) -> None:
     features = _sub(root, "features")
-    _sub(features, "acpi")  # the guest powers off on the ACPI power button (graceful stop)
     if spec.arch == "x86_64":
+        _sub(features, "acpi")  # the guest powers off on the ACPI power button (graceful stop)
         _sub(features, "apic")
     else:
+        # libvirt allows ACPI on arm only with UEFI; a directly booted kernel gets a device
+        # tree instead, where QEMU's virt machine signals the power button on a GPIO key.
         _sub(features, "gic", version="3" if facts.domain_type == "qemu" else "2")
     if facts.domain_type in ("kvm", "hvf"):
         # With hardware help the guest sees the host CPU; under TCG QEMU's default model

@@ -24,7 +24,6 @@ from toolbox.drivers.libvirt.connection import (
     default_uri,
     import_libvirt,
     install_hint,
-    is_macos,
     open_connection,
     translate,
 )
@@ -111,7 +110,7 @@ class LibvirtDriver:
         # domain_xml). The session daemon already runs everything as the user.
         system = self._call("reading the connection URI", conn.getURI).endswith("/system")
         return HostFacts(
-            domain_type=domain_type_for(spec.accel, macos=is_macos()),
+            domain_type=domain_type_for(spec.accel),
             emulator=emulator,
             net_backend=_net_backend(),
             run_as=(os.getuid(), os.getgid()) if system else None,
