@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -106,9 +107,25 @@ class ImageStore:
         self._meta: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         self._tags: dict[str, str] = {}
-        self.pinned: dict[str, int] = {}  # blobs/layers in use by pulls and loads in flight
+        self.pinned: dict[str, int] = {}  # blobs/layers in use by pulls, loads and saves in flight
+        self._pin_lock = threading.Lock()  # loads pin from their worker thread
         self.inflight: dict[str, Any] = {}  # key -> asyncio.Future shared by concurrent pulls
         self._load_metadata()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ImageStore:
+        """Build from the agent's Settings: images_dir, insecure_registries, registry_mirrors.
+
+        The containers engine sets `store.in_use` afterwards (a callable image_id -> bool, or
+        the ID of a container using it).
+        """
+        raw = getattr(settings, "raw", {}) or {}
+        mirrors = raw.get("registry_mirrors") or raw.get("registry-mirrors") or []
+        return cls(
+            settings.images_dir,
+            insecure_registries=list(settings.insecure_registries),
+            registry_mirrors=[str(m) for m in mirrors] if isinstance(mirrors, list) else [],
+        )
 
     # -- paths and raw content -------------------------------------------------------------
 
@@ -132,10 +149,15 @@ class ImageStore:
         return Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
 
     def pin(self, *keys: str) -> None:
-        for k in keys:
-            self.pinned[k] = self.pinned.get(k, 0) + 1
+        with self._pin_lock:
+            for k in keys:
+                self.pinned[k] = self.pinned.get(k, 0) + 1
 
     def unpin(self, *keys: str) -> None:
+        with self._pin_lock:
+            self._unpin(keys)
+
+    def _unpin(self, keys: tuple[str, ...]) -> None:
         for k in keys:
             n = self.pinned.get(k, 0) - 1
             if n <= 0:
@@ -358,7 +380,8 @@ class ImageStore:
 
     def gc(self) -> None:
         """Delete blobs and layers that no image references and no pull or load holds."""
-        keep = set(self.pinned)
+        with self._pin_lock:
+            keep = set(self.pinned)
         for meta in self._meta.values():
             keep.add(meta["id"])
             keep.update(meta.get("manifests", []))
