@@ -108,10 +108,10 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
     domain, path = _split_domain(name)
     if not _DOMAIN.match(domain):
         raise InvalidReference("invalid reference format")
+    if not _PATH.match(path.lower()) or len(f"{domain}/{path}") > NAME_MAX:
+        raise InvalidReference("invalid reference format")
     if path.lower() != path:
         raise InvalidReference(f"invalid reference format: repository name ({path}) must be lowercase")
-    if not _PATH.match(path) or len(f"{domain}/{path}") > NAME_MAX:
-        raise InvalidReference("invalid reference format")
     if tag is None and digest is None and default_tag:
         tag = DEFAULT_TAG
     return Reference(domain, path, tag, digest)

@@ -94,6 +94,13 @@ def _error_text(status: int, body: bytes) -> str:
         return f"unexpected status {status}"
 
 
+def _read(resp: http.client.HTTPResponse, digest: str) -> bytes:
+    try:
+        return resp.read(CHUNK)
+    except (OSError, http.client.HTTPException) as exc:
+        raise RegistryError(f"error pulling blob {digest}: {exc or type(exc).__name__}") from exc
+
+
 class RegistryClient:
     """One client per store; safe to use from several threads at once."""
 
@@ -211,8 +218,11 @@ class RegistryClient:
         """GET path on host with auth and redirects; returns the open 2xx response."""
         ep = self.endpoint(host)
         for attempt in range(2):
-            hdrs = {**(headers or {}), **self._auth_header(host, scope, creds, fresh=attempt > 0)}
-            resp = self._get_following(ep, path, hdrs)
+            try:
+                hdrs = {**(headers or {}), **self._auth_header(host, scope, creds, fresh=attempt > 0)}
+                resp = self._get_following(ep, path, hdrs)
+            except (OSError, http.client.HTTPException) as exc:
+                raise RegistryError(f'Get "{ep.scheme}://{host}{path}": {exc or type(exc).__name__}') from exc
             if resp.status != 401 or attempt:
                 break
             self._remember_challenge(host, resp.getheader("WWW-Authenticate", ""))
@@ -246,7 +256,10 @@ class RegistryClient:
     ) -> tuple[str, bytes, str]:
         """(media type, raw body, digest); a digest reference is verified against the body."""
         resp = self.open(host, f"/v2/{repo}/manifests/{reference}", f"repository:{repo}:pull", creds, {"Accept": MANIFEST_ACCEPT})
-        body = resp.read(MAX_MANIFEST + 1)
+        try:
+            body = resp.read(MAX_MANIFEST + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise RegistryError(f"error reading manifest {reference}: {exc}") from exc
         if len(body) > MAX_MANIFEST:
             raise RegistryError("manifest too large")
         digest = sha256_digest(body)
@@ -275,7 +288,7 @@ class RegistryClient:
         h = hashlib.sha256()
         done = 0
         try:
-            while chunk := resp.read(CHUNK):
+            while chunk := _read(resp, digest):
                 h.update(chunk)
                 out.write(chunk)
                 done += len(chunk)
