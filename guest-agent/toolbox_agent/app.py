@@ -44,9 +44,12 @@ def _construct_store(cls: Any, settings: Settings, events: EventBus) -> Any:
     return cls(settings.images_dir)
 
 
-def build_agent(settings: Settings) -> Agent:
+def build_agent(settings: Settings, images: Any = None) -> Agent:
+    """Every engine part and route; `images` replaces the image store (tests)."""
     events = EventBus()
-    images, image_routes = _image_store(settings, events)
+    image_routes: list[Route] = []
+    if images is None:
+        images, image_routes = _image_store(settings, events)
     containers: Any = None
     container_routes: list[Route] = []
     try:
@@ -75,12 +78,16 @@ def build_agent(settings: Settings) -> Agent:
     return Agent(settings, events, images, containers, routes)
 
 
-async def serve(settings: Settings) -> None:
-    agent = build_agent(settings)
+async def start(agent: Agent) -> asyncio.AbstractServer:
+    """Recover the containers' state, then listen on the API socket."""
     if agent.containers is not None:
         await agent.containers.recover()
-    server = Server(Router(agent.routes), {"Server": "toolbox-agent", "Api-Version": system_api.API_VERSION, "Ostype": "linux"})
-    srv = await server.start_unix(str(settings.socket))
+    headers = {"Server": "toolbox-agent", "Api-Version": system_api.API_VERSION, "Ostype": "linux"}
+    return await Server(Router(agent.routes), headers).start_unix(str(agent.settings.socket))
+
+
+async def serve(settings: Settings) -> None:
+    srv = await start(build_agent(settings))
     log.info("serving the Docker API on %s (state in %s)", settings.socket, settings.root)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ streams to the callback. A streamed response stops when the client goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import traceback
@@ -153,6 +154,8 @@ class Server:
                 done, _ = await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
                 if nxt not in done:
                     nxt.cancel()
+                    with contextlib.suppress(BaseException):
+                        await nxt
                     raise _ClientGone()
                 try:
                     chunk = nxt.result()
@@ -166,6 +169,8 @@ class Server:
         finally:
             if not watcher.done():
                 watcher.cancel()
+                with contextlib.suppress(BaseException):
+                    await watcher
             elif not watcher.cancelled() and watcher.exception() is None and watcher.result():
                 conn.receive_data(watcher.result())  # a pipelined request: keep it for h11
             aclose = getattr(iterator, "aclose", None)

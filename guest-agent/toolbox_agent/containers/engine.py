@@ -1,0 +1,453 @@
+"""The container engine: create, start, stop, kill, remove, wait, list, rename, prune.
+
+It knows nothing of HTTP. Each running container has a monitor process (shim.py) that
+owns its stdio and logs; the engine keeps one connection ("link") to each shim and fans
+its output out to attached clients. State is kept in <root>/containers/<id>/container.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from toolbox_agent.containers import frames, rootfs, spec
+from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NotModified
+from toolbox_agent.containers.logs import rfc3339_nano
+from toolbox_agent.containers.model import NAME_RE, Container, command_line, merge_config, new_id, random_name
+from toolbox_agent.containers.runtime import Runtime, RuntimeError_
+from toolbox_agent.containers.stdio import Subscriber
+from toolbox_agent.events import EventBus
+from toolbox_agent.settings import Settings
+
+log = logging.getLogger("toolbox_agent.containers")
+AGENT_PYTHONPATH = str(Path(__file__).resolve().parents[2])
+
+
+class Link:
+    """The engine's connection to one container's shim."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.task: asyncio.Task[None] | None = None
+
+    async def send(self, kind: int, data: bytes = b"") -> None:
+        self.writer.write(frames.shim_frame(kind, data))
+        await self.writer.drain()
+
+
+class ContainerEngine:
+    def __init__(self, settings: Settings, images: Any, events: EventBus) -> None:
+        self.settings, self.images, self.events = settings, images, events
+        self.dir = settings.containers_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.runtime = Runtime(settings.runtime, str(settings.run_dir / "crun"))
+        self.containers: dict[str, Container] = {}
+        self.links: dict[str, Link] = {}
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.pending_stdin: dict[str, list[bytes]] = {}
+        self.exit_waiters: dict[str, list[asyncio.Future[int]]] = {}
+        self.remove_waiters: dict[str, list[asyncio.Future[int]]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        from toolbox_agent.containers.execs import ExecManager
+
+        self.execs = ExecManager(self)
+
+    # ---- lookup -------------------------------------------------------------------
+    def get(self, ref: str) -> Container:
+        if ref in self.containers:
+            return self.containers[ref]
+        name = ref if ref.startswith("/") else "/" + ref
+        for c in self.containers.values():
+            if c.name == name:
+                return c
+        matches = [c for c in self.containers.values() if c.id.startswith(ref)] if ref else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidParameter(f"multiple IDs found with provided prefix: {ref}")
+        raise NoSuchContainer(ref)
+
+    def counts(self) -> dict[str, int]:
+        states = [c.state.status for c in self.containers.values()]
+        running = sum(s in ("running", "restarting") for s in states)
+        paused = states.count("paused")
+        return {"total": len(states), "running": running, "paused": paused, "stopped": len(states) - running - paused}
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        return self.locks.setdefault(cid, asyncio.Lock())
+
+    def _publish(self, c: Container, action: str, **extra: str) -> None:
+        attrs = {"name": c.name.lstrip("/"), "image": c.image, **{k: str(v) for k, v in (c.config.get("Labels") or {}).items()}, **extra}
+        self.events.publish("container", action, c.id, attrs)
+
+    # ---- create -------------------------------------------------------------------
+    def create(self, body: dict[str, Any], name: str | None) -> Container:
+        image_ref = body.get("Image") or ""
+        if not image_ref:
+            raise InvalidParameter("config cannot be empty in order to create a container")
+        if name:
+            if not NAME_RE.match(name):
+                raise InvalidParameter(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            self._check_name("/" + name.lstrip("/"))
+        image = self.images.get(image_ref)  # ImageNotFound propagates (404 "No such image")
+        host_config = dict(body.get("HostConfig") or {})
+        config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
+        merged = merge_config(config, (image.config or {}).get("config") or {})
+        argv = command_line(merged)
+        if not argv:
+            raise InvalidParameter("no command specified")
+        cid = new_id()
+        if not merged.get("Hostname"):
+            merged["Hostname"] = cid[:12]
+        full_name = "/" + name.lstrip("/") if name else self._unique_random_name()
+        cdir = self.dir / cid
+        cdir.mkdir(parents=True)
+        c = Container(cid, full_name, rfc3339_nano(), image_ref, image.id, argv[0], argv[1:], merged, host_config, dir=cdir)
+        host_config.setdefault("NetworkMode", "host")
+        c.save()
+        c.log_path.touch()
+        self.containers[cid] = c
+        self._publish(c, "create")
+        return c
+
+    def _check_name(self, name: str, ignore: str | None = None) -> None:
+        for other in self.containers.values():
+            if other.name == name and other.id != ignore:
+                raise Conflict(
+                    f'Conflict. The container name "{name}" is already in use by container "{other.id}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+
+    def _unique_random_name(self) -> str:
+        taken = {c.name for c in self.containers.values()}
+        for _ in range(100):
+            name = "/" + random_name()
+            if name not in taken:
+                return name
+        return "/" + random_name() + "_" + new_id()[:6]
+
+    # ---- start --------------------------------------------------------------------
+    async def start(self, ref: str) -> None:
+        c = self.get(ref)
+        async with self._lock(c.id):
+            if c.state.running:
+                raise NotModified("container already started")
+            if c.state.status == "removing":
+                raise Conflict(f"container {c.id} is marked for removal and cannot be started")
+            try:
+                await self._start(c)
+            except Exception:
+                await rootfs.unmount(c.dir)
+                raise
+
+    async def _start(self, c: Container) -> None:
+        image = self.images.get(c.image_id)
+        root = await rootfs.mount(list(image.layer_dirs), c.dir)
+        hostname = str(c.config.get("Hostname") or c.short_id)
+        hosts, hostname_file, resolv = rootfs.write_etc_files(c.dir, hostname, list(c.host_config.get("ExtraHosts") or []))
+        try:
+            uid, gid, groups = spec.resolve_user(str(c.config.get("User") or ""), rootfs.read_file(root, "/etc/passwd"), rootfs.read_file(root, "/etc/group"))
+        except ValueError as exc:
+            raise InvalidParameter(str(exc)) from None
+        env = list(c.config.get("Env") or [])
+        if not any(e.startswith("PATH=") for e in env):
+            env.insert(0, f"PATH={spec.DEFAULT_PATH}")
+        env.append(f"HOSTNAME={hostname}")
+        if c.tty and not any(e.startswith("TERM=") for e in env):
+            env.append("TERM=xterm")
+        size = c.host_config.get("ConsoleSize") or [0, 0]
+        inp = spec.SpecInput(
+            c.id, command_line(c.config), env, str(c.config.get("WorkingDir") or "/"), uid, gid, groups, hostname,
+            str(root), c.tty, str(hosts), str(hostname_file), str(resolv), c.host_config,
+            (int(size[0]), int(size[1])) if size and size[0] else None,
+        )
+        bundle = c.dir / "bundle"
+        bundle.mkdir(exist_ok=True)
+        (bundle / "config.json").write_text(json.dumps(spec.build_spec(inp), indent=1))
+        for stale in ("exit.json", "pid", "shim.sock"):
+            (c.dir / stale).unlink(missing_ok=True)
+        await self.runtime.delete(c.id)  # a leftover from a crash would block the name
+        pid = await self._spawn_shim(c)
+        link = await self._connect(c)
+        self.links[c.id] = link
+        link.task = asyncio.ensure_future(self._pump(c, link))
+        for data in self.pending_stdin.pop(c.id, []):
+            await link.send(frames.K_STDIN if data else frames.K_STDIN_CLOSE, data)
+        try:
+            await self.runtime.start(c.id)
+        except RuntimeError_ as exc:
+            raise InvalidParameter(f"failed to start container: {exc}") from None
+        c.state.status, c.state.pid, c.state.error = "running", pid, ""
+        c.state.started_at, c.state.exit_code = rfc3339_nano(), 0
+        c.save()
+        self._publish(c, "start")
+
+    async def _spawn_shim(self, c: Container) -> int:
+        argv = [sys.executable, "-m", "toolbox_agent.containers.shim", str(c.dir), c.id, self.runtime.binary, self.runtime.root]
+        if c.tty:
+            argv.append("--tty")
+        if c.config.get("OpenStdin"):
+            argv.append("--stdin")
+        env = {**os.environ, "PYTHONPATH": AGENT_PYTHONPATH}
+        with open(c.dir / "shim.log", "ab") as errlog:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=errlog, env=env, start_new_session=True
+            )
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode(errors="replace").strip()
+        await proc.wait()  # the shim forks itself away at once
+        if line.startswith("ok "):
+            return int(line.split()[1])
+        reason = line[6:] if line.startswith("error ") else (line or "the container monitor failed to start")
+        code = 127 if ("not found" in reason or "No such file" in reason) else 126
+        c.state.status, c.state.exit_code, c.state.error = "exited", code, reason
+        c.save()
+        raise InvalidParameter(f"failed to create task for container: {reason}")
+
+    async def _connect(self, c: Container) -> Link:
+        sock = c.dir / "shim.sock"
+        for _ in range(500):
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(sock))
+                return Link(reader, writer)
+            except (FileNotFoundError, ConnectionRefusedError):
+                await asyncio.sleep(0.01)
+        raise OSError(f"the container monitor's socket {sock} did not appear")
+
+    async def _pump(self, c: Container, link: Link) -> None:
+        while True:
+            frame = await frames.read_shim_frame(link.reader)
+            if frame is None or frame[0] == frames.K_EXIT:
+                break
+            for sub in list(self.subscribers.get(c.id, ())):
+                sub.put(frame[0], frame[1])
+        link.writer.close()
+        await self._finalize(c)
+
+    async def _finalize(self, c: Container) -> None:
+        """The container's process has exited (or its shim vanished): record it, tell everyone."""
+        self.links.pop(c.id, None)
+        exit_doc: dict[str, Any] = {}
+        for _ in range(50):
+            try:
+                exit_doc = json.loads((c.dir / "exit.json").read_text())
+                break
+            except (OSError, ValueError):
+                await asyncio.sleep(0.02)
+        c.state.status, c.state.pid = "exited", 0
+        c.state.exit_code = int(exit_doc.get("exit_code", 255))
+        c.state.finished_at = str(exit_doc.get("finished_at") or rfc3339_nano())
+        await rootfs.unmount(c.dir)
+        if c.id in self.containers:
+            c.save()
+        for sub in self.subscribers.pop(c.id, set()):
+            sub.end()
+        for fut in self.exit_waiters.pop(c.id, []):
+            if not fut.done():
+                fut.set_result(c.state.exit_code)
+        self._publish(c, "die", exitCode=str(c.state.exit_code))
+        if c.host_config.get("AutoRemove") and c.id in self.containers:
+            await self.remove(c.id, force=True)
+
+    # ---- stop, kill, restart --------------------------------------------------------
+    async def kill(self, ref: str, signal: str | None) -> None:
+        c = self.get(ref)
+        try:
+            sig = spec.signal_number(signal)
+        except ValueError as exc:
+            raise InvalidParameter(str(exc)) from None
+        if not c.state.running:
+            raise Conflict(f"Container {c.id} is not running")
+        await self._signal(c, sig)
+        self._publish(c, "kill", signal=str(sig))
+
+    async def _signal(self, c: Container, sig: int) -> None:
+        try:
+            await self.runtime.kill(c.id, sig)
+        except RuntimeError_ as exc:
+            log.warning("kill %s %s: %s", c.short_id, sig, exc)
+
+    async def stop(self, ref: str, timeout: int | None, signal: str | None = None) -> None:
+        c = self.get(ref)
+        if not c.state.running:
+            raise NotModified("container already stopped")
+        try:
+            sig = spec.signal_number(signal or c.config.get("StopSignal") or "SIGTERM")
+        except ValueError as exc:
+            raise InvalidParameter(str(exc)) from None
+        wait = timeout if timeout is not None else int(c.config.get("StopTimeout") or 10)
+        exited = self.wait_future(c.id, "next-exit")
+        await self._signal(c, sig)
+        if wait < 0:
+            await exited
+        else:
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), wait)
+            except asyncio.TimeoutError:
+                await self._signal(c, 9)
+                await exited
+        self._publish(c, "stop")
+
+    async def restart(self, ref: str, timeout: int | None) -> None:
+        try:
+            await self.stop(ref, timeout)
+        except NotModified:
+            pass
+        await self.start(ref)
+        self._publish(self.get(ref), "restart")
+
+    async def pause(self, ref: str, pause: bool) -> None:
+        c = self.get(ref)
+        if not c.state.running:
+            raise Conflict(f"Container {c.id} is not running")
+        if pause and c.state.status == "paused":
+            raise Conflict(f"Container {c.id} is already paused")
+        if not pause and c.state.status != "paused":
+            raise Conflict(f"Container {c.id} is not paused")
+        await (self.runtime.pause(c.id) if pause else self.runtime.resume(c.id))
+        c.state.status = "paused" if pause else "running"
+        c.save()
+        self._publish(c, "pause" if pause else "unpause")
+
+    # ---- wait, remove, rename, prune ------------------------------------------------
+    def wait_future(self, ref: str, condition: str) -> asyncio.Future[int]:
+        c = self.get(ref)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if condition == "removed":
+            self.remove_waiters.setdefault(c.id, []).append(fut)
+        elif condition in ("", "not-running") and not c.state.running:
+            fut.set_result(c.state.exit_code)
+        elif condition in ("", "not-running", "next-exit"):
+            self.exit_waiters.setdefault(c.id, []).append(fut)
+        else:
+            raise InvalidParameter(f"invalid condition: {condition!r}")
+        return fut
+
+    async def remove(self, ref: str, force: bool) -> None:
+        c = self.get(ref)
+        if c.state.status == "removing":
+            return
+        if c.state.running:
+            if not force:
+                raise Conflict(
+                    f'cannot remove container "{c.name}": container is running: stop the container before removing or force remove'
+                )
+            exited = self.wait_future(c.id, "next-exit")
+            await self._signal(c, 9)
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), 15)
+            except asyncio.TimeoutError:
+                log.warning("container %s did not die; removing anyway", c.short_id)
+        if c.state.status == "removing" or c.id not in self.containers:
+            return
+        c.state.status = "removing"
+        await self.execs.forget_container(c.id)
+        await rootfs.unmount(c.dir)
+        await self.runtime.delete(c.id)
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, c.dir, True)
+        self.containers.pop(c.id, None)
+        self.locks.pop(c.id, None)
+        for fut in self.remove_waiters.pop(c.id, []):
+            if not fut.done():
+                fut.set_result(c.state.exit_code)
+        self._publish(c, "destroy")
+
+    def rename(self, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        if not new_name or not NAME_RE.match(new_name):
+            raise InvalidParameter(f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        full = "/" + new_name.lstrip("/")
+        if full == c.name:
+            raise InvalidParameter("Renaming a container with the same name as its current name")
+        self._check_name(full, ignore=c.id)
+        old = c.name
+        c.name = full
+        c.save()
+        self._publish(c, "rename", oldName=old)
+
+    async def prune(self, until: float | None = None, labels: list[str] | None = None) -> list[str]:
+        from toolbox_agent.containers.views import matches_labels
+
+        removed = []
+        for c in list(self.containers.values()):
+            if c.state.running or (labels and not matches_labels(c, labels)):
+                continue
+            if until is not None and _created_seconds(c) > until:
+                continue
+            await self.remove(c.id, force=False)
+            removed.append(c.id)
+        return removed
+
+    # ---- attach, resize -------------------------------------------------------------
+    def subscribe(self, ref: str, stdout: bool, stderr: bool) -> tuple[Container, Subscriber]:
+        c = self.get(ref)
+        sub = Subscriber(stdout, stderr)
+        if c.state.status in ("exited", "dead") or c.state.status == "removing":
+            sub.end()
+        else:
+            self.subscribers.setdefault(c.id, set()).add(sub)
+        return c, sub
+
+    def unsubscribe(self, cid: str, sub: Subscriber) -> None:
+        self.subscribers.get(cid, set()).discard(sub)
+
+    async def send_stdin(self, cid: str, data: bytes) -> None:
+        """Container stdin; b"" closes it. Buffered until the container starts."""
+        link = self.links.get(cid)
+        if link is None:
+            self.pending_stdin.setdefault(cid, []).append(data)
+            return
+        try:
+            await link.send(frames.K_STDIN if data else frames.K_STDIN_CLOSE, data)
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def resize(self, ref: str, height: int, width: int) -> None:
+        c = self.get(ref)
+        link = self.links.get(c.id)
+        if link is not None and c.tty:
+            await link.send(frames.K_RESIZE, json.dumps({"h": height, "w": width}).encode())
+
+    # ---- recovery after an agent restart ---------------------------------------------
+    async def recover(self) -> None:
+        for cdir in sorted(self.dir.iterdir()) if self.dir.is_dir() else []:
+            try:
+                c = Container.load(cdir)
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping %s: %s", cdir, exc)
+                continue
+            self.containers[c.id] = c
+            if c.state.status == "removing":
+                await self.remove(c.id, force=True)
+            elif c.state.running:
+                try:
+                    link = await self._connect_once(c)
+                except OSError:
+                    await self._finalize(c)  # exit.json tells the code, or 255 (lost)
+                    continue
+                self.links[c.id] = link
+                link.task = asyncio.ensure_future(self._pump(c, link))
+        log.info("recovered %d containers (%d running)", len(self.containers), len(self.links))
+
+    async def _connect_once(self, c: Container) -> Link:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(c.dir / "shim.sock"))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise OSError(str(exc)) from exc
+        return Link(reader, writer)
+
+
+def _created_seconds(c: Container) -> float:
+    from toolbox_agent.containers.logs import parse_rfc3339
+
+    try:
+        return parse_rfc3339(c.created)
+    except ValueError:
+        return time.time()

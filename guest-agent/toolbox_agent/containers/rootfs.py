@@ -1,0 +1,82 @@
+"""A container's root filesystem (overlayfs of the image layers under its own upper dir)
+and its per-container /etc files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from toolbox_agent.containers.runtime import run_command
+
+RESOLV_SOURCE = Path("/etc/resolv.conf")
+FALLBACK_RESOLV = "nameserver 10.0.2.3\n"
+
+
+def is_mounted(path: Path) -> bool:
+    return os.path.ismount(path)
+
+
+async def mount(layer_dirs: list[Path], cdir: Path) -> Path:
+    """Mount the overlay at cdir/rootfs (idempotent); the image's top layer first in lowerdir."""
+    target, upper, work = cdir / "rootfs", cdir / "upper", cdir / "work"
+    for d in (target, upper, work):
+        d.mkdir(exist_ok=True)
+    if is_mounted(target):
+        return target
+    lowers = [str(p) for p in reversed(layer_dirs)]
+    if not lowers:
+        empty = cdir / "empty"
+        empty.mkdir(exist_ok=True)
+        lowers = [str(empty)]
+    options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+    rc, _, err = await run_command("mount", "-t", "overlay", "overlay", "-o", options, str(target))
+    if rc != 0:
+        raise OSError(f"mounting the container's root filesystem failed: {err.strip()}")
+    return target
+
+
+async def unmount(cdir: Path) -> None:
+    target = cdir / "rootfs"
+    if is_mounted(target):
+        rc, _, err = await run_command("umount", str(target))
+        if rc != 0:
+            await run_command("umount", "-l", str(target))
+
+
+def write_etc_files(cdir: Path, hostname: str, extra_hosts: list[str]) -> tuple[Path, Path, Path]:
+    """DIR/hosts, DIR/hostname, DIR/resolv.conf (bind-mounted over the image's)."""
+    hosts = cdir / "hosts"
+    lines = [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "ff00::0\tip6-mcastprefix",
+        "ff02::1\tip6-allnodes",
+        "ff02::2\tip6-allrouters",
+        f"127.0.1.1\t{hostname}",
+    ]
+    for entry in extra_hosts:
+        name, _, addr = entry.partition(":")
+        if addr:
+            lines.append(f"{addr}\t{name}")
+    hosts.write_text("\n".join(lines) + "\n")
+    hostname_file = cdir / "hostname"
+    hostname_file.write_text(hostname + "\n")
+    resolv = cdir / "resolv.conf"
+    try:
+        text = RESOLV_SOURCE.read_text()
+    except OSError:
+        text = ""
+    resolv.write_text(text if "nameserver" in text else FALLBACK_RESOLV)
+    return hosts, hostname_file, resolv
+
+
+def read_file(rootfs: Path, path: str) -> str:
+    """A text file of the container's filesystem, without following links out of it."""
+    try:
+        full = rootfs / path.lstrip("/")
+        if full.is_symlink():
+            return ""
+        return full.read_text(errors="replace")
+    except OSError:
+        return ""
