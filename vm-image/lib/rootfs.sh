@@ -1,0 +1,89 @@
+# Root filesystem stages of build.sh (sourced): mmdebstrap, kernel modules, the toolbox
+# overlay and user, then trimming what a read-only guest never reads.
+
+packages() { grep -v -e '^#' -e '^[[:space:]]*$' "$HERE/packages.txt" | sort -u | paste -sd, -; }
+module_list() { grep -v -e '^#' -e '^[[:space:]]*$' "$1"; }
+
+build_rootfs() { # WORK
+	local work=$1
+	log "mmdebstrap $SUITE: $(packages)"
+	# The customize hook runs on the build host with mmdebstrap's APT_CONFIG, so the
+	# kernel comes from the same package lists as the root filesystem.
+	mmdebstrap --mode=root --variant=essential --quiet \
+		--aptopt='APT::Install-Recommends "false"' \
+		--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+		--dpkgopt='path-exclude=/usr/share/man/*' \
+		--dpkgopt='path-exclude=/usr/share/info/*' \
+		--dpkgopt='path-exclude=/usr/share/locale/*' \
+		--dpkgopt='path-exclude=/usr/share/doc/*' \
+		--dpkgopt='path-include=/usr/share/doc/*/copyright' \
+		--dpkgopt='path-exclude=/usr/share/lintian/*' \
+		--dpkgopt='path-exclude=/usr/share/bash-completion/*' \
+		--include="$(packages)" \
+		--customize-hook="cd '$work' && apt-get download -q \$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print \$2; exit}')" \
+		"$SUITE" "$work/rootfs"
+}
+
+# Debian's kernel package, unpacked beside the rootfs; only the modules listed in
+# modules-rootfs.txt (and what they depend on) go into the image, decompressed so that
+# busybox insmod and kmod both load them.
+install_kernel_modules() { # WORK
+	local work=$1 root=$1/rootfs kver mod rel
+	dpkg-deb -x "$work"/linux-image-*.deb "$work/kernel"
+	kver=$(ls "$work/kernel/lib/modules")
+	echo "$kver" >"$work/kver"
+	log "kernel $kver"
+	mkdir -p "$root/tmp/kmods/lib/modules"
+	cp -a "$work/kernel/lib/modules/$kver" "$root/tmp/kmods/lib/modules/"
+	chroot "$root" depmod -b /tmp/kmods "$kver"
+	mkdir -p "$root/lib/modules/$kver"
+	for mod in $(module_list "$HERE/modules-rootfs.txt"); do
+		chroot "$root" modprobe -d /tmp/kmods -S "$kver" --show-depends "$mod" 2>/dev/null ||
+			log "warning: module $mod not found"
+	done | awk '$1 == "insmod" {print $2}' | sort -u | while read -r mod; do
+		rel=${mod#/tmp/kmods/lib/modules/$kver/}
+		mkdir -p "$(dirname "$root/lib/modules/$kver/$rel")"
+		cp "$root$mod" "$root/lib/modules/$kver/$rel"
+	done
+	find "$root/lib/modules/$kver" -name '*.ko.xz' -exec xz -d {} +
+	cp "$work/kernel/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$root/lib/modules/$kver/"
+	rm -rf "$root/tmp/kmods"
+	chroot "$root" depmod "$kver"
+	cp "$work/kernel/boot/vmlinuz-$kver" "$work/vmlinuz"
+}
+
+customize_rootfs() { # WORK
+	local root=$1/rootfs
+	cp -a "$HERE/rootfs/." "$root/"
+	chown -R 0:0 "$root/etc/sudoers.d" "$root/etc/ssh" "$root/usr/lib/toolbox" "$root/usr/sbin"
+	chmod 0440 "$root/etc/sudoers.d/toolbox"
+	chmod 0644 "$root/etc/ssh/sshd_config"
+	ln -sfn /usr/lib/toolbox/init "$root/sbin/init"
+	# The login user: no password at all ('*': no password matches, yet sshd does not
+	# treat the account as locked), keys only. init gives it the Mac user's uid/gid.
+	chroot "$root" useradd --create-home --user-group --uid 1000 --shell /bin/bash toolbox
+	chroot "$root" usermod --password '*' toolbox
+	rm -f "$root"/etc/ssh/ssh_host_*
+	# The guest agent, byte-compiled once (hash-based .pyc: independent of mtimes).
+	mkdir -p "$root/usr/lib/toolbox/agent"
+	cp -r "$REPO/guest-agent/toolbox_agent" "$root/usr/lib/toolbox/agent/"
+	find "$root/usr/lib/toolbox/agent" -name __pycache__ -prune -exec rm -rf {} +
+	chroot "$root" python3 -m compileall -q --invalidation-mode unchecked-hash /usr/lib/toolbox/agent
+	echo toolbox >"$root/etc/hostname"
+	: >"$root/etc/machine-id"
+}
+
+# Remove what a read-only, package-manager-free guest never reads. Kept: the copyright
+# files and dpkg's status database (the list of what is inside).
+trim_rootfs() { # ROOT
+	local root=$1
+	rm -rf "$root"/usr/share/{man,info,locale,lintian,linda,bash-completion,zsh,bug,menu,gcc,gdb}
+	rm -rf "$root"/usr/share/{perl,perl5} "$root"/usr/lib/x86_64-linux-gnu/perl* \
+		"$root"/usr/lib/x86_64-linux-gnu/libperl.so* "$root"/usr/bin/perl*
+	rm -rf "$root"/usr/lib/x86_64-linux-gnu/gconv "$root"/usr/include
+	find "$root/usr/lib" -name '*.a' -delete
+	rm -rf "$root"/usr/lib/python3.11/{ensurepip,idlelib,lib2to3,tkinter,turtledemo,pydoc_data,config-3.11-x86_64-linux-gnu}
+	rm -rf "$root"/var/lib/dpkg/info "$root"/var/lib/apt "$root"/var/cache/* "$root"/var/log/*
+	rm -rf "$root"/etc/apt "$root"/usr/share/doc-base
+	find "$root/tmp" "$root/run" -mindepth 1 -delete
+}
