@@ -15,6 +15,7 @@ import pytest
 from e2e.registry import (
     Entry,
     RegistryServer,
+    TokenAuthProxy,
     busybox_layer,
     files_layer,
     make_image,
@@ -221,3 +222,23 @@ def test_unknown_image(registry: RegistryServer, store: ImageStore) -> None:
 def test_defaults_published(registry: RegistryServer) -> None:
     assert publish_defaults  # learn/tutorial and busybox are in the session registry
     assert registry.blob_requests() is not None
+
+
+def test_bearer_token_auth_and_redirects(registry: RegistryServer, tmp_path: Path) -> None:
+    with TokenAuthProxy(registry) as proxy:
+        store = ImageStore(tmp_path)
+        image = pull(store, f"{proxy.host}/learn/tutorial")
+        assert image.repo_tags == [f"{proxy.host}/learn/tutorial:latest"]
+        scopes = [q.get("scope") for q in proxy.token_requests]
+        assert scopes == ["repository:learn/tutorial:pull"]  # one token, cached for every request
+        assert all(q.get("service") == TokenAuthProxy.SERVICE for q in proxy.token_requests)
+        assert proxy.leaked_auth == []  # the redirect to another host carried no credentials
+
+
+def test_basic_credentials_for_the_token(registry: RegistryServer, tmp_path: Path) -> None:
+    with TokenAuthProxy(registry, basic=("alice", "s3cret")) as proxy:
+        store = ImageStore(tmp_path)
+        with pytest.raises(RegistryError, match="pull access denied"):
+            pull(store, f"{proxy.host}/learn/tutorial")
+        image = asyncio.run(store.pull(f"{proxy.host}/learn/tutorial", None, {"username": "alice", "password": "s3cret"}))
+        assert image.config["config"]["Cmd"] == ["sh"]

@@ -22,8 +22,10 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +137,96 @@ class RegistryServer:
         self.stop()
         if self._tmp:
             self._tmp.cleanup()
+
+
+class TokenAuthProxy:
+    """Bearer-token auth in front of a RegistryServer, like Docker Hub's (for client tests).
+
+    /v2/... answers 401 with `WWW-Authenticate: Bearer realm=".../token",service=...,scope=...`
+    until the request carries the token for that scope; /token hands tokens out (checking
+    Basic credentials when `basic` is set); blob GETs are redirected to another host name
+    (localhost instead of 127.0.0.1), where any Authorization header counts as a leak.
+    """
+
+    SERVICE = "toolbox-test-registry"
+
+    def __init__(self, upstream: RegistryServer, basic: tuple[str, str] | None = None) -> None:
+        self.upstream = upstream
+        self.basic = basic
+        self.token_requests: list[dict[str, str]] = []
+        self.leaked_auth: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                proxy._handle(self)
+
+            do_HEAD = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _send(self, h: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(body)
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        url = urlsplit(h.path)
+        if url.path == "/token":
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            self.token_requests.append(query)
+            if self.basic:
+                import base64
+
+                want = "Basic " + base64.b64encode(f"{self.basic[0]}:{self.basic[1]}".encode()).decode()
+                if h.headers.get("Authorization") != want:
+                    return self._send(h, 401, b'{"details":"incorrect username or password"}')
+            return self._send(h, 200, json.dumps({"token": "tok " + query.get("scope", ""), "expires_in": 300}).encode())
+        if url.path.startswith("/storage/"):
+            if h.headers.get("Authorization"):
+                self.leaked_auth.append(h.path)
+            return self._forward(h, url.path.removeprefix("/storage"))
+        parts = url.path.split("/")
+        repo = "/".join(parts[2:-2]) if len(parts) > 4 else ""
+        scope = f"repository:{repo}:pull" if repo else ""
+        auth = h.headers.get("Authorization", "")
+        if url.path != "/v2/" and auth != f"Bearer tok {scope}" or (url.path == "/v2/" and not auth.startswith("Bearer tok")):
+            challenge = f'Bearer realm="http://{self.host}/token",service="{self.SERVICE}"'
+            if scope:
+                challenge += f',scope="{scope}"'
+            body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+            return self._send(h, 401, body, {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
+        if "/blobs/" in url.path:
+            return self._send(h, 307, b"", {"Location": f"http://localhost:{self.port}/storage{url.path}"})
+        self._forward(h, url.path)
+
+    def _forward(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        resp = requests.get(self.upstream.url + path, headers={"Accept": h.headers.get("Accept", "*/*")}, timeout=30)
+        keep = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "docker-content-digest")}
+        self._send(h, resp.status_code, resp.content, keep)
+
+    def __enter__(self) -> TokenAuthProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # -- building images ---------------------------------------------------------------------

@@ -205,7 +205,13 @@ class RegistryClient:
         ep = Endpoint(realm.scheme, realm.netloc, verify=not is_insecure(realm.netloc, self.insecure_registries))
         status, _, body = self._roundtrip(ep, "GET", path, headers)
         if status != 200:
-            raise RegistryError(f"token request to {realm.netloc} failed: {status} {_error_text(status, body)}")
+            try:
+                detail = str(json.loads(body).get("details") or "")
+            except (ValueError, AttributeError):
+                detail = ""
+            detail = detail or _error_text(status, body)
+            raise RegistryError(f"unauthorized: {detail}" if status in (401, 403) else f"token server answered {status}: {detail}",
+                                not_found=status in (401, 403), status=status)
         data = json.loads(body)
         token = data.get("token") or data.get("access_token")
         if not token:
