@@ -48,6 +48,8 @@ class ContainerEngine:
         self.dir = settings.containers_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.runtime = Runtime(settings.runtime, str(settings.run_dir / "crun"))
+        self.sock_dir = settings.run_dir / "shim"  # short paths: sun_path holds 108 bytes
+        self.sock_dir.mkdir(parents=True, exist_ok=True)
         self.containers: dict[str, Container] = {}
         self.links: dict[str, Link] = {}
         self.subscribers: dict[str, set[Subscriber]] = {}
@@ -58,6 +60,12 @@ class ContainerEngine:
         from toolbox_agent.containers.execs import ExecManager
 
         self.execs = ExecManager(self)
+        if images is not None and hasattr(images, "in_use"):
+            images.in_use = self.image_user  # `docker rmi` refuses an image a container uses
+
+    def image_user(self, image_id: str) -> str | None:
+        """The ID of a container made from this image, or None."""
+        return next((c.id for c in self.containers.values() if c.image_id == image_id), None)
 
     # ---- lookup -------------------------------------------------------------------
     def get(self, ref: str) -> Container:
@@ -171,8 +179,9 @@ class ContainerEngine:
         bundle = c.dir / "bundle"
         bundle.mkdir(exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(spec.build_spec(inp), indent=1))
-        for stale in ("exit.json", "pid", "shim.sock"):
+        for stale in ("exit.json", "pid"):
             (c.dir / stale).unlink(missing_ok=True)
+        self.shim_socket(c).unlink(missing_ok=True)
         await self.runtime.delete(c.id)  # a leftover from a crash would block the name
         pid = await self._spawn_shim(c)
         link = await self._connect(c)
@@ -190,7 +199,8 @@ class ContainerEngine:
         self._publish(c, "start")
 
     async def _spawn_shim(self, c: Container) -> int:
-        argv = [sys.executable, "-m", "toolbox_agent.containers.shim", str(c.dir), c.id, self.runtime.binary, self.runtime.root]
+        argv = [sys.executable, "-m", "toolbox_agent.containers.shim", str(c.dir), str(self.shim_socket(c)), c.id,
+                self.runtime.binary, self.runtime.root]  # fmt: skip
         if c.tty:
             argv.append("--tty")
         if c.config.get("OpenStdin"):
@@ -211,8 +221,11 @@ class ContainerEngine:
         c.save()
         raise InvalidParameter(f"failed to create task for container: {reason}")
 
+    def shim_socket(self, c: Container) -> Path:
+        return self.sock_dir / f"{c.id[:24]}.sock"
+
     async def _connect(self, c: Container) -> Link:
-        sock = c.dir / "shim.sock"
+        sock = self.shim_socket(c)
         for _ in range(500):
             try:
                 reader, writer = await asyncio.open_unix_connection(str(sock))
@@ -438,7 +451,7 @@ class ContainerEngine:
 
     async def _connect_once(self, c: Container) -> Link:
         try:
-            reader, writer = await asyncio.open_unix_connection(str(c.dir / "shim.sock"))
+            reader, writer = await asyncio.open_unix_connection(str(self.shim_socket(c)))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise OSError(str(exc)) from exc
         return Link(reader, writer)

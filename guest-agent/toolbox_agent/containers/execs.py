@@ -111,7 +111,7 @@ class ExecManager:
         if not c.state.running:
             raise Conflict(f"Container {c.id} is not running")
         e.started = True
-        workdir = tempfile.mkdtemp(prefix="exec-", dir=str(c.dir))
+        workdir = tempfile.mkdtemp(prefix="x", dir=str(self.engine.sock_dir))
         process_file = os.path.join(workdir, "process.json")
         with open(process_file, "w") as fh:
             json.dump(self._process(e), fh)

@@ -1,11 +1,11 @@
-"""The per-container monitor: `python3 -m toolbox_agent.containers.shim DIR ID RUNTIME ROOT [--tty] [--stdin]`.
+"""The per-container monitor: `python3 -m toolbox_agent.containers.shim DIR SOCK ID RUNTIME ROOT [--tty] [--stdin]`.
 
 Started by the agent in its own session, so a container and its logs outlive an agent
 restart. It makes itself a child subreaper, runs `RUNTIME create` with the container's
 stdio on pipes (or receives the pty master over --console-socket with a TTY), reports
 "ok PID" or "error MESSAGE" on its stdout and closes it, then:
 - copies output to DIR/container-json.log (json-file lines) and to every client of
-  DIR/shim.sock (frames, see frames.py), takes stdin and resize frames from them;
+  SOCK (kept short, under the run dir: unix socket paths are limited to 108 bytes) (frames, see frames.py), takes stdin and resize frames from them;
 - the agent runs `RUNTIME start ID` itself once it is connected;
 - when the container's process exits: writes DIR/exit.json, `RUNTIME delete`s the
   container, sends the exit frame to its clients, and ends.
@@ -59,8 +59,8 @@ def _drain(fd: int, timeout: float = 2.0) -> bytes:
 
 
 class Shim:
-    def __init__(self, cdir: Path, cid: str, runtime: str, root: str, tty: bool, stdin: bool) -> None:
-        self.dir, self.id, self.tty, self.stdin = cdir, cid, tty, stdin
+    def __init__(self, cdir: Path, sock: Path, cid: str, runtime: str, root: str, tty: bool, stdin: bool) -> None:
+        self.dir, self.sock, self.id, self.tty, self.stdin = cdir, sock, cid, tty, stdin
         self.runtime = [runtime, "--root", root]
         self.clients: set[asyncio.StreamWriter] = set()
         self.log = open(cdir / "container-json.log", "ab", buffering=0)  # noqa: SIM115
@@ -75,13 +75,15 @@ class Shim:
         pid_file = self.dir / "pid"
         argv = [*self.runtime, "create", "--bundle", str(self.dir / "bundle"), "--pid-file", str(pid_file)]
         if self.tty:
-            listener = console.console_listener(str(self.dir / "console.sock"))
-            proc = subprocess.run([*argv, "--console-socket", str(self.dir / "console.sock"), self.id],
+            console_sock = str(self.sock.with_suffix(".console"))
+            listener = console.console_listener(console_sock)
+            proc = subprocess.run([*argv, "--console-socket", console_sock, self.id],
                                   stdin=subprocess.DEVNULL, capture_output=True, check=False)
             if proc.returncode != 0:
                 raise RuntimeError((proc.stderr or proc.stdout).decode(errors="replace"))
             self.master = console.receive_master(listener, 10.0)
             listener.close()
+            os.unlink(console_sock)
             self.outputs = {self.master: frames.K_STDOUT}
         else:
             if self.stdin:
@@ -105,7 +107,7 @@ class Shim:
         for fd in self.outputs:
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._readable, fd, done)
-        sock = self.dir / "shim.sock"
+        sock = self.sock
         if sock.exists():
             sock.unlink()
         server = await asyncio.start_unix_server(self._client, str(sock))
@@ -210,12 +212,12 @@ def _wait_pid(pid: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    cdir, cid, runtime, root = Path(argv[0]), argv[1], argv[2], argv[3]
+    cdir, sock, cid, runtime, root = Path(argv[0]), Path(argv[1]), argv[2], argv[3], argv[4]
     if os.fork() > 0:  # the agent waits for this parent only; init adopts the monitor
         os._exit(0)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _subreaper()
-    shim = Shim(cdir, cid, runtime, root, "--tty" in argv, "--stdin" in argv)
+    shim = Shim(cdir, sock, cid, runtime, root, "--tty" in argv, "--stdin" in argv)
     try:
         pid = shim.create()
     except (RuntimeError, OSError, ValueError) as exc:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +56,8 @@ class FakeImages:
 
 class AgentThread:
     def __init__(self, tmp: Path) -> None:
-        self.settings = Settings(root=tmp / "root", socket=tmp / "docker.sock", run_dir=tmp / "run", runtime=FAKE_CRUN)
+        self.short = Path(tempfile.mkdtemp(prefix="tba", dir="/tmp"))  # unix socket paths stay short
+        self.settings = Settings(root=tmp / "root", socket=self.short / "docker.sock", run_dir=self.short / "run", runtime=FAKE_CRUN)
         self.settings.root.mkdir(parents=True, exist_ok=True)
         self.images = FakeImages(tmp / "layer")
         self.loop = asyncio.new_event_loop()
@@ -91,10 +94,16 @@ class AgentThread:
                         await self.agent.containers.remove(cid, force=True)
                     except Exception:  # noqa: BLE001
                         pass
+            await asyncio.sleep(0.1)
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(down(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        shutil.rmtree(self.short, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.url, "DOCKER_CONFIG": str(self.settings.root.parent / "docker-config")}
