@@ -192,3 +192,16 @@ def test_docker_sdk(agent: AgentProcess, registry: RegistryServer) -> None:
     client.images.remove("sdk/tagged:x")
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get("sdk/tagged:x")
+
+
+def test_pull_all_tags_and_platform(agent: AgentProcess, registry: RegistryServer) -> None:
+    push(registry, "/test/many:a", make_image([files_layer({"a": b"a"})]))
+    push(registry, "/test/many:b", make_image([files_layer({"b": b"b"})]))
+    out = agent.docker("pull", "-a", f"{registry.host}/test/many").stdout
+    assert out.count("Pulling from test/many") == 2
+    tags = agent.docker("images", "--format", "{{.Tag}}", f"{registry.host}/test/many").stdout.split()
+    assert sorted(tags) == ["a", "b"]
+    arm = agent.docker("pull", "--platform", "linux/arm64", f"{registry.host}/busybox").stdout
+    assert "Downloaded newer image" in arm
+    arch = agent.docker("image", "inspect", "--format", "{{.Architecture}}", f"{registry.host}/busybox").stdout.strip()
+    assert arch == "arm64"

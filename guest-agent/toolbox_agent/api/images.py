@@ -20,6 +20,7 @@ from toolbox_agent.images import (
     RegistryError,
 )
 from toolbox_agent.images.pull import decode_registry_auth
+from toolbox_agent.images.reference import parse as parse_reference
 
 Handler = Callable[[Request], Awaitable[Response]]
 JSON = {"Content-Type": "application/json"}
@@ -145,7 +146,8 @@ def _stream_json(lines: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(line).encode() + b"\r\n" for line in lines)
 
 
-def _pull_ref(req: Request) -> str:
+def _pull_ref(req: Request) -> tuple[str, bool]:
+    """(reference, all tags?): like Docker, a name with neither tag nor digest means every tag."""
     image = req.arg("fromImage") or ""
     tag = req.arg("tag") or ""
     if not image:
@@ -154,15 +156,21 @@ def _pull_ref(req: Request) -> str:
         raise ApiError(400, "fromImage is required")
     if tag:
         image += ("@" if ":" in tag else ":") + tag
-    return image
+    try:
+        parsed = parse_reference(image, default_tag=False)
+    except InvalidReference as exc:
+        raise ApiError(400, str(exc)) from exc
+    return image, parsed.tag is None and parsed.digest is None
 
 
 def routes(store: ImageStore) -> list[Route]:
     async def create(req: Request) -> Response:
-        ref = _pull_ref(req)
+        ref, all_tags = _pull_ref(req)
         auth = decode_registry_auth(req.headers.get("x-registry-auth", ""))
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        task = asyncio.ensure_future(store.pull(ref, queue.put_nowait, auth))
+        job = (store.pull_all_tags(ref, queue.put_nowait, auth) if all_tags
+               else store.pull(ref, queue.put_nowait, auth, req.arg("platform") or None))
+        task = asyncio.ensure_future(job)
         task.add_done_callback(lambda _t: queue.put_nowait(None))
         first = await queue.get()
         if first is None:  # done (or failed) before saying anything: a plain answer

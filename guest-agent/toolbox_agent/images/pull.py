@@ -84,14 +84,26 @@ def mirror_hosts(store: ImageStore, ref: refs.Reference) -> list[str]:
     return hosts + [ref.registry_host]
 
 
-async def pull(store: ImageStore, text: str, progress: Progress, auth: dict[str, str] | None) -> Image:
+def parse_platform(text: str | None) -> tuple[str, str, str] | None:
+    """`linux/arm64`, `linux/arm/v7`, `arm64` -> (os, arch, variant); None for the guest's own."""
+    if not text:
+        return None
+    parts = text.lower().split("/")
+    if len(parts) == 1:
+        parts = ["linux", *parts]
+    return parts[0], _ARCH.get(parts[1], parts[1]), parts[2] if len(parts) > 2 else ""
+
+
+async def pull(store: ImageStore, text: str, progress: Progress, auth: dict[str, str] | None,
+               platform_text: str | None = None) -> Image:
     ref = refs.parse(text)
     creds = credentials(auth)
+    want = parse_platform(platform_text)
     hosts = mirror_hosts(store, ref)
     last: Exception | None = None
     for i, host in enumerate(hosts):
         try:
-            return await _pull_from(store, ref, host, creds, progress)
+            return await _pull_from(store, ref, host, creds, progress, want)
         except RegistryError as exc:
             last = exc
             if i == len(hosts) - 1 or isinstance(exc, DigestMismatch):
@@ -100,7 +112,26 @@ async def pull(store: ImageStore, text: str, progress: Progress, auth: dict[str,
     raise last
 
 
-async def _manifest(store: ImageStore, ref: refs.Reference, host: str, creds: Credentials | None) -> tuple[dict[str, Any], str]:
+async def pull_all_tags(store: ImageStore, text: str, progress: Progress, auth: dict[str, str] | None) -> list[Image]:
+    """`docker pull -a`: every tag of the repository, one after the other."""
+    ref = refs.parse(text, default_tag=False)
+    hosts = mirror_hosts(store, ref)
+    tags: list[str] = []
+    for host in hosts:
+        try:
+            tags = await asyncio.to_thread(store.registry.tags, host, ref.path, credentials(auth))
+            break
+        except RegistryError:
+            if host == hosts[-1]:
+                raise
+    quiet = lambda msg: None if str(msg.get("status", "")).startswith("Status: ") else progress(msg)  # noqa: E731
+    images = [await pull(store, str(ref.with_tag(tag)), quiet, auth) for tag in sorted(tags)]
+    progress({"status": f"Status: Downloaded newer image for {ref.familiar_repository}"})
+    return images
+
+
+async def _manifest(store: ImageStore, ref: refs.Reference, host: str, creds: Credentials | None,
+                    want: tuple[str, str, str] | None = None) -> tuple[dict[str, Any], str]:
     """The image manifest for this platform and the digest to record (the list's, if any)."""
     try:
         media, body, digest = await asyncio.to_thread(store.registry.get_manifest, host, ref.path, ref.reference, creds)
@@ -114,7 +145,7 @@ async def _manifest(store: ImageStore, ref: refs.Reference, host: str, creds: Cr
         raise
     manifest = json.loads(body)
     if media in INDEX_TYPES or "manifests" in manifest:
-        chosen = select_platform(manifest)
+        chosen = select_platform(manifest, want)
         media, body, _ = await asyncio.to_thread(store.registry.get_manifest, host, ref.path, chosen["digest"], creds)
         manifest = json.loads(body)
     if media not in IMAGE_MANIFEST_TYPES and "layers" not in manifest:
@@ -122,8 +153,9 @@ async def _manifest(store: ImageStore, ref: refs.Reference, host: str, creds: Cr
     return manifest, digest
 
 
-async def _pull_from(store: ImageStore, ref: refs.Reference, host: str, creds: Credentials | None, progress: Progress) -> Image:
-    manifest, repo_digest = await _manifest(store, ref, host, creds)
+async def _pull_from(store: ImageStore, ref: refs.Reference, host: str, creds: Credentials | None, progress: Progress,
+                     want: tuple[str, str, str] | None = None) -> Image:
+    manifest, repo_digest = await _manifest(store, ref, host, creds, want)
     progress({"status": f"Pulling from {ref.path}", "id": ref.digest or ref.tag})
     config_digest = manifest["config"]["digest"]
     layers = manifest.get("layers") or []

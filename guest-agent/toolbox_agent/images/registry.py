@@ -309,6 +309,10 @@ class RegistryClient:
         if h.hexdigest() != want:
             raise DigestMismatch(f"filesystem layer verification failed for digest {digest}")
 
+    def tags(self, host: str, repo: str, creds: Credentials | None = None) -> list[str]:
+        resp = self.open(host, f"/v2/{repo}/tags/list?n=1000", f"repository:{repo}:pull", creds)
+        return list(json.loads(resp.read(MAX_MANIFEST)).get("tags") or [])
+
     def catalog(self, host: str, creds: Credentials | None = None) -> list[str]:
         resp = self.open(host, "/v2/_catalog?n=1000", "registry:catalog:*", creds)
         return list(json.loads(resp.read(MAX_MANIFEST)).get("repositories") or [])

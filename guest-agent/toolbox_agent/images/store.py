@@ -111,6 +111,7 @@ class ImageStore:
         self._pin_lock = threading.Lock()  # loads pin from their worker thread
         self.inflight: dict[str, Any] = {}  # key -> asyncio.Future shared by concurrent pulls
         self._load_metadata()
+        self.gc()  # what a crash left half-way (blobs, layers no image references)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ImageStore:
@@ -400,10 +401,22 @@ class ImageStore:
 
     # -- pull, save, load, search (in their own modules) ------------------------------------
 
-    async def pull(self, ref: str, progress: Progress | None = None, auth: dict[str, str] | None = None) -> Image:
+    async def pull(
+        self, ref: str, progress: Progress | None = None, auth: dict[str, str] | None = None, platform: str | None = None
+    ) -> Image:
+        """Pull ref (default tag latest); progress gets Docker's JSON progress messages.
+
+        auth: {"username", "password"} (as in X-Registry-Auth); platform: "linux/arm64".
+        Raises RegistryError (not_found for unknown names), DigestMismatch, InvalidReference.
+        """
         from .pull import pull
 
-        return await pull(self, ref, progress or (lambda msg: None), auth)
+        return await pull(self, ref, progress or (lambda msg: None), auth, platform)
+
+    async def pull_all_tags(self, repo: str, progress: Progress | None = None, auth: dict[str, str] | None = None) -> list[Image]:
+        from .pull import pull_all_tags
+
+        return await pull_all_tags(self, repo, progress or (lambda msg: None), auth)
 
     def save(self, names: list[str]) -> AsyncIterator[bytes]:
         from .archive import save
