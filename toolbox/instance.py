@@ -28,7 +28,7 @@ from toolbox.errors import (
 )
 from toolbox.lock import instance_lock
 from toolbox.paths import InstancePaths
-from toolbox.state import load, require, spec_for, vm_status
+from toolbox.state import guest_panicked, load, require, spec_for, vm_status
 
 if TYPE_CHECKING:
     import paramiko
@@ -210,8 +210,20 @@ def _ensure_port(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step
     cfgmod.save_instance(paths.config, cfg)
 
 
-def _alive_check(paths: InstancePaths, cfg: InstanceConfig, driver: Driver) -> Callable[[], None]:
+def _log_size(paths: InstancePaths) -> int:
+    try:
+        return paths.serial_log.stat().st_size
+    except OSError:
+        return 0
+
+
+def _alive_check(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, since: int) -> Callable[[], None]:
     def alive() -> None:
+        panic = guest_panicked(paths.serial_log, since)
+        if panic:  # a panicked guest only burns CPU: switch it off, keep the console log
+            _best_effort(lambda: driver.stop(spec_for(cfg, paths, driver), force=True, timeout=0))
+            raise DriverError(driver.name, f"the guest kernel panicked while booting ({panic})",
+                              hint="see the console with: toolbox logs")
         st = driver.status(spec_for(cfg, paths, driver))
         if st.state is not VMState.RUNNING:
             why = "; ".join(st.reasons) or st.state.value
@@ -261,6 +273,7 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
 
     spec = spec_for(cfg, paths, driver)
     state = driver.status(spec).state
+    log_start = _log_size(paths)
     if state is VMState.MISSING:
         raise DriverError(driver.name, f"the hypervisor has no VM for {cfg.name!r}",
                           hint=f"recreate it: toolbox delete -f -n {cfg.name} && toolbox init -n {cfg.name}")
@@ -275,7 +288,7 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
         driver.start(spec)
     step(f"waiting for SSH on 127.0.0.1:{cfg.ssh_port}")
     client = ssh.wait_for_ssh("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey,
-                              BOOT_TIMEOUT, alive=_alive_check(paths, cfg, driver))
+                              BOOT_TIMEOUT, alive=_alive_check(paths, cfg, driver, log_start))
     try:
         step("waiting for the guest agent")
         wait_for_agent(client)

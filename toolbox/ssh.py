@@ -12,6 +12,7 @@ guest (how the host reaches the guest agent's /run/toolbox/docker.sock).
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -29,6 +30,10 @@ from paramiko.message import Message
 from toolbox.errors import GuestTimeout, HostKeyMismatch, SSHError
 
 USER = "toolbox"
+
+# While a guest boots, every failed try makes paramiko log a traceback at ERROR level;
+# those failures are expected and reported by us. `--debug` (a root handler) still shows them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def read_pubkey(path: Path) -> tuple[str, str]:

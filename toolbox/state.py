@@ -22,6 +22,28 @@ from toolbox.errors import ConfigError, InstanceNotFound, ToolboxError
 from toolbox.paths import InstancePaths, toolbox_home
 
 BANNER_TIMEOUT = 0.5
+PANIC_MARK = b"Kernel panic - not syncing"
+
+
+def guest_panicked(serial_log: Path, since: int = 0) -> str | None:
+    """The panic line when the console's last 16 KiB show a kernel panic, else None.
+
+    QEMU keeps running after a guest panic, so the driver says "running"; the console
+    is the only place that says the guest is dead. `since`: ignore bytes before this
+    offset (what an earlier boot wrote, when a driver appends to the log).
+    """
+    try:
+        size = serial_log.stat().st_size
+        since = since if size >= since else 0  # the log was truncated by a new boot
+        with serial_log.open("rb") as fh:
+            fh.seek(max(since, size - 16384))
+            tail = fh.read()
+    except OSError:
+        return None
+    at = tail.rfind(PANIC_MARK)
+    if at < 0:
+        return None
+    return tail[at:].split(b"\n", 1)[0].decode("utf-8", "replace").strip(" -]\r")
 
 
 def require(name: str) -> InstancePaths:
@@ -97,6 +119,8 @@ def status(name: str) -> InstanceStatus:
     state = vm.state.value
     if vm.state is VMState.MISSING:
         state, reasons = "broken", [f"the {cfg.driver} hypervisor has no VM for it", *reasons]
+    elif vm.state is VMState.RUNNING and (panic := guest_panicked(paths.serial_log)):
+        state, reasons = "broken", [f"the guest kernel panicked ({panic}); see: toolbox logs", *reasons]
     elif vm.state is VMState.RUNNING and not ssh_answers(cfg.ssh_port):
         state = "starting"
         reasons.append(f"SSH is not answering on 127.0.0.1:{cfg.ssh_port} yet")
