@@ -50,7 +50,7 @@ def _write_cidata(path: Path) -> None:
     import pycdlib
 
     iso = pycdlib.PyCdlib()
-    iso.new(interchange=3, joliet=3, vol_ident="cidata")
+    iso.new(interchange_level=3, joliet=3, vol_ident="cidata")
     data = b"instance-id: e2e-qemu-driver\nlocal-hostname: e2e\n"
     iso.add_fp(io.BytesIO(data), len(data), "/METADATA.;1", joliet_path="/meta-data")
     iso.write(str(path))

@@ -38,18 +38,21 @@ def spec(arch: str, accel: str, *, kernel: bool = True, mounts: tuple[Mount, ...
 
 KERNEL = ["-kernel", "/cache/ab/vmlinuz", "-initrd", "/cache/ab/initrd", "-append", "console=ttyS0 quiet"]
 
-DEVICES = [
-    "-device", "virtio-scsi-pci,id=scsi0",
-    "-drive", "if=none,id=iso,file=/cache/ab/toolbox.iso,format=raw,media=cdrom,readonly=on",
-    "-device", "scsi-cd,bus=scsi0.0,drive=iso,bootindex=0",
-    "-drive", f"if=none,id=cidata,file={D}/cidata.iso,format=raw,media=cdrom,readonly=on",
-    "-device", "scsi-cd,bus=scsi0.0,drive=cidata",
-    "-drive", f"if=none,id=data,file={D}/disk.qcow2,format=qcow2,discard=unmap",
-    "-device", "virtio-blk-pci,drive=data",
-    "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:60022-:22",
-    "-device", "virtio-net-pci,netdev=net0",
-    "-device", "virtio-rng-pci",
-]  # fmt: skip
+def devices(kernel: bool) -> list[str]:
+    boot = "" if kernel else ",bootindex=0"  # -kernel's loader owns boot index 0
+    return [
+        "-device", "virtio-scsi-pci,id=scsi0",
+        "-drive", "if=none,id=iso,file=/cache/ab/toolbox.iso,format=raw,media=cdrom,readonly=on",
+        "-device", f"scsi-cd,bus=scsi0.0,drive=iso{boot}",
+        "-drive", f"if=none,id=cidata,file={D}/cidata.iso,format=raw,media=cdrom,readonly=on",
+        "-device", "scsi-cd,bus=scsi0.0,drive=cidata",
+        "-drive", f"if=none,id=data,file={D}/disk.qcow2,format=qcow2,discard=unmap",
+        "-device", "virtio-blk-pci,drive=data",
+        "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:60022-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+        "-device", "virtio-rng-pci",
+    ]  # fmt: skip
+
 
 CONTROL = [
     "-serial", f"file:{D}/serial.log",
@@ -63,7 +66,7 @@ def expected(binary: str, machine: list[str], boot: list[str], shares: list[str]
     return [
         binary, "-name", "toolbox-default", *machine,
         "-smp", "2", "-m", "2048", "-nodefaults", "-display", "none",
-        *boot, *DEVICES, *shares, *CONTROL,
+        *boot, *devices(kernel=boot == KERNEL), *shares, *CONTROL,
     ]  # fmt: skip
 
 

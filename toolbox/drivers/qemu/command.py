@@ -111,10 +111,12 @@ def boot_args(spec: VMSpec, firmware: Path | None) -> list[str]:
 
 def disk_args(spec: VMSpec) -> list[str]:
     """The ISO and the config drive as read-only SCSI cdroms; the data disk on virtio-blk."""
+    # Firmware boots the ISO first; with -kernel, QEMU's own loader takes boot index 0.
+    boot = ",bootindex=0" if spec.kernel is None else ""
     return [
         "-device", "virtio-scsi-pci,id=scsi0",
         "-drive", f"if=none,id=iso,file={_esc(spec.iso)},format=raw,media=cdrom,readonly=on",
-        "-device", "scsi-cd,bus=scsi0.0,drive=iso,bootindex=0",
+        "-device", f"scsi-cd,bus=scsi0.0,drive=iso{boot}",
         "-drive", f"if=none,id=cidata,file={_esc(spec.cidata)},format=raw,media=cdrom,readonly=on",
         "-device", "scsi-cd,bus=scsi0.0,drive=cidata",
         # discard=unmap: the guest's fstrim gives freed blocks back to the host file.
