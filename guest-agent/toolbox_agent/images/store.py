@@ -293,7 +293,7 @@ class ImageStore:
         records: list[dict[str, str]] = []
         if by_name:
             ref = refs.parse(ref_or_id)
-            if len(image.names) + len(self._meta[image_id]["repo_digests"]) > 1 or not user or force:
+            if not user or force or not self._single_reference(image_id):
                 records += self._untag(image_id, ref)
                 if self._still_named(image_id):
                     return records
@@ -310,7 +310,7 @@ class ImageStore:
             )
         if user:
             if not force:
-                cid = user if isinstance(user, str) else "a container"
+                cid = f"container {user[:12]}" if isinstance(user, str) else "a container"
                 raise ImageConflict(
                     f"conflict: unable to delete {image.short_id} (must be forced) - image is being used by {cid}"
                 )
@@ -321,6 +321,13 @@ class ImageStore:
         if prune:
             self.gc()
         return records
+
+    def _single_reference(self, image_id: str) -> bool:
+        """Docker's rule: every reference in one repository, and at most one of them a tag."""
+        names = [n for n, i in self._tags.items() if i == image_id]
+        repos = {refs.parse(n).repository for n in names}
+        repos |= {d.split("@")[0] for d in self._meta[image_id]["repo_digests"]}
+        return len(names) <= 1 and len(repos) == 1
 
     def _still_named(self, image_id: str) -> bool:
         return any(i == image_id for i in self._tags.values())
