@@ -18,7 +18,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from e2e.registry import RegistryServer, busybox_layer, files_layer, make_image, push
+from e2e.registry import RegistryServer, TokenAuthProxy, busybox_layer, files_layer, make_image, push
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = "/usr/local/bin/docker"
@@ -205,3 +205,15 @@ def test_pull_all_tags_and_platform(agent: AgentProcess, registry: RegistryServe
     assert "Downloaded newer image" in arm
     arch = agent.docker("image", "inspect", "--format", "{{.Architecture}}", f"{registry.host}/busybox").stdout.strip()
     assert arch == "arm64"
+
+
+def test_login_then_pull_with_credentials(agent: AgentProcess, registry: RegistryServer) -> None:
+    with TokenAuthProxy(registry, basic=("alice", "s3cret")) as proxy:
+        denied = agent.docker("pull", f"{proxy.host}/learn/tutorial", check=False)
+        assert denied.returncode == 1 and "unauthorized" in denied.stderr
+        wrong = agent.docker("login", "-u", "alice", "--password-stdin", proxy.host, input=b"nope\n", check=False)
+        assert wrong.returncode == 1 and "unauthorized" in wrong.stderr
+        ok = agent.docker("login", "-u", "alice", "--password-stdin", proxy.host, input=b"s3cret\n")
+        assert "Login Succeeded" in ok.stdout
+        out = agent.docker("pull", f"{proxy.host}/learn/tutorial").stdout
+        assert f"Status: Downloaded newer image for {proxy.host}/learn/tutorial:latest" in out

@@ -283,6 +283,21 @@ def files_layer(files: dict[str, bytes]) -> bytes:
     return tar_layer([Entry(name, data) for name, data in files.items()])
 
 
+def bench_layers(count: int = 5, size: int = 8 * 1024 * 1024, seed: int = 1) -> list[bytes]:
+    """`count` layers of about `size` bytes each, half random, half text (compresses ~2:1)."""
+    import random
+
+    rng = random.Random(seed)
+    layers = []
+    for i in range(count):
+        noise = rng.randbytes(size // 2)
+        text = b"".join(b"line %d of layer %d: the quick brown fox\n" % (n, i) for n in range(size // 2 // 40))
+        files = {f"layer{i}/noise.bin": noise, f"layer{i}/text.txt": text[: size // 2]}
+        files.update({f"layer{i}/small/{n}.txt": b"x" * n for n in range(200)})
+        layers.append(files_layer(files))
+    return layers
+
+
 @dataclass
 class Blob:
     media_type: str

@@ -254,7 +254,16 @@ def routes(store: ImageStore) -> list[Route]:
         records, freed = store.prune(all_images=everything)
         return json_response({"ImagesDeleted": records or None, "SpaceReclaimed": freed})
 
+    async def login(req: Request) -> Response:
+        body = req.json_object()
+        try:
+            await store.login(str(body.get("serveraddress") or ""), str(body.get("username") or ""), str(body.get("password") or ""))
+        except RegistryError as exc:
+            raise ApiError(401 if exc.status in (401, 403) else 500, str(exc)) from exc
+        return json_response({"Status": "Login Succeeded", "IdentityToken": ""})
+
     table: list[tuple[str, str, Handler]] = [
+        ("POST", "/auth", login),
         ("POST", "/images/create", create),
         ("GET", "/images/json", list_images),
         ("GET", "/images/search", search_images),

@@ -194,7 +194,7 @@ class RegistryClient:
         realm = urllib.parse.urlsplit(params.get("realm", ""))
         if realm.scheme not in ("http", "https") or not realm.netloc:
             raise RegistryError(f"bad token realm {params.get('realm')!r}")
-        query = {"scope": scope}
+        query = {"scope": scope} if scope else {}
         if params.get("service"):
             query["service"] = params["service"]
         headers: dict[str, str] = {}
@@ -308,6 +308,25 @@ class RegistryClient:
             raise RegistryError(f"blob {digest}: got {done} bytes, expected {size}")
         if h.hexdigest() != want:
             raise DigestMismatch(f"filesystem layer verification failed for digest {digest}")
+
+    def login(self, host: str, creds: Credentials) -> None:
+        """Check credentials the way `docker login` does; RegistryError(status=401) when refused."""
+        ep = self.endpoint(host)
+        with self._lock:
+            challenge = self._challenges.get(host)
+        if challenge is None:
+            return  # the registry asks for no credentials
+        kind, params = challenge
+        if kind == "bearer":
+            self._fetch_token(params, "", creds)
+            return
+        raw = f"{creds.username}:{creds.password}".encode()
+        try:
+            status, _, body = self._roundtrip(ep, "GET", "/v2/", {"Authorization": "Basic " + base64.b64encode(raw).decode()})
+        except (OSError, http.client.HTTPException) as exc:
+            raise RegistryError(f'Get "{ep.scheme}://{host}/v2/": {exc}') from exc
+        if status in (401, 403):
+            raise RegistryError(f"unauthorized: {_error_text(status, body)}", status=status)
 
     def tags(self, host: str, repo: str, creds: Credentials | None = None) -> list[str]:
         resp = self.open(host, f"/v2/{repo}/tags/list?n=1000", f"repository:{repo}:pull", creds)

@@ -29,6 +29,14 @@ def split_term(term: str) -> tuple[str | None, str]:
     return None, term
 
 
+def registry_host_of(server: str) -> str:
+    """`https://index.docker.io/v1/`, `docker.io`, `host:5000` -> the host to talk to."""
+    host = server.split("://", 1)[-1].split("/", 1)[0] or refs.DEFAULT_DOMAIN
+    if host in (refs.DEFAULT_DOMAIN, DEFAULT_INDEX, refs.DEFAULT_REGISTRY_HOST):
+        return refs.DEFAULT_REGISTRY_HOST
+    return host
+
+
 def _result(name: str, description: str = "", official: bool = False, stars: int = 0) -> dict[str, Any]:
     return {"name": name, "description": description, "star_count": stars, "is_official": official, "is_automated": False}
 

@@ -16,6 +16,7 @@ changed only on the event loop thread, so no lock is needed around it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -435,6 +436,15 @@ class ImageStore:
         from .archive import load
 
         return await load(self, stream)
+
+    async def login(self, server: str, username: str, password: str) -> None:
+        """`docker login`: check the credentials against the registry (nothing is stored here)."""
+        from .pull import credentials
+        from .search import registry_host_of
+
+        creds = credentials({"username": username, "password": password})
+        assert creds is not None
+        await asyncio.to_thread(self.registry.login, registry_host_of(server), creds)
 
     async def search(self, term: str, limit: int = 25, auth: dict[str, str] | None = None) -> list[dict[str, Any]]:
         from .search import search
