@@ -89,3 +89,21 @@ def test_prune(registry: RegistryServer, tmp_path: Path) -> None:
     records, _ = store.prune(all_images=True)
     assert [r for r in records if "Deleted" in r] and store.list() == []
     assert tutorial.id not in {im.id for im in store.list()}
+
+
+def test_events(registry: RegistryServer, tmp_path: Path) -> None:
+    seen: list[tuple[str, str, str, dict[str, str]]] = []
+
+    class Bus:
+        def publish(self, type_: str, action: str, id_: str, attributes: dict[str, str] | None = None) -> None:
+            seen.append((type_, action, id_, attributes or {}))
+
+    store = ImageStore(tmp_path)
+    store.events = Bus()
+    image = asyncio.run(store.pull(f"{registry.host}/busybox"))
+    store.tag(image.id, "ev/x")
+    store.remove("ev/x")
+    store.remove(image.id)
+    actions = [(a, i) for _, a, i, _ in seen]
+    assert actions == [("pull", f"{registry.host}/busybox:latest"), ("tag", image.id), ("untag", image.id),
+                       ("untag", image.id), ("delete", image.id)]

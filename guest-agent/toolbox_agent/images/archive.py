@@ -59,6 +59,8 @@ def save(store: ImageStore, names: list[str]) -> AsyncIterator[bytes]:
                 entry.tags.append(ref)
     keys = [k for s in picked.values() for k in (s.image.id, *(rec.diff_id for rec in s.image.layers), *(rec.digest for rec in s.image.layers))]
     store.pin(*keys)
+    for entry in picked.values():
+        store.emit("save", entry.image.id)
     return _stream(store, list(picked.values()), keys)
 
 
@@ -172,6 +174,7 @@ async def load(store: ImageStore, stream: BinaryIO | bytes) -> list[str]:
                 lines.append(f"Loaded image: {ref.familiar()}")
             if not item.tags:
                 lines.append(f"Loaded image ID: {image_id}")
+            store.emit("load", image_id)
         return lines
     finally:
         store.unpin(*pins)

@@ -198,6 +198,7 @@ async def _pull_from(store: ImageStore, ref: refs.Reference, host: str, creds: C
     fresh = not existing or before != image_id
     word = "Downloaded newer image for" if fresh else "Image is up to date for"
     progress({"status": f"Status: {word} {ref.familiar()}"})
+    store.emit("pull", ref.familiar(), ref.familiar_repository)
     return store.get(image_id)
 
 

@@ -100,6 +100,7 @@ class ImageStore:
         self.insecure_registries = list(insecure_registries or [])
         self.registry_mirrors = list(registry_mirrors or [])
         self.in_use: InUse = in_use or (lambda image_id: False)
+        self.events: Any = None  # the agent's EventBus (publish(type, action, id, attrs)), set by the app
         self.registry = RegistryClient(self.insecure_registries)
         for sub in ("blobs/sha256", "layers", "meta", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -128,6 +129,11 @@ class ImageStore:
             insecure_registries=list(settings.insecure_registries),
             registry_mirrors=[str(m) for m in mirrors] if isinstance(mirrors, list) else [],
         )
+
+    def emit(self, action: str, actor: str, name: str = "") -> None:
+        """An image event for `docker events` (pull, tag, untag, delete, load, save)."""
+        if self.events is not None:
+            self.events.publish("image", action, actor, {"name": name} if name else {})
 
     # -- paths and raw content -------------------------------------------------------------
 
@@ -284,6 +290,7 @@ class ImageStore:
         elif target.tag is None:
             target = target.with_tag(refs.DEFAULT_TAG)
         self.set_tag(str(target), image_id)
+        self.emit("tag", image_id, target.familiar())
 
     def remove(self, ref_or_id: str, *, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
         """Docker's rmi: untag a reference, delete the image when nothing names it any more."""
@@ -345,6 +352,7 @@ class ImageStore:
         if self._tags.get(str(ref)) == image_id:
             del self._tags[str(ref)]
             self._save_tags()
+            self.emit("untag", image_id, ref.familiar())
             out = [{"Untagged": ref.familiar()}]
             if not any(refs.parse(n).repository == ref.repository for n in self._tags if self._tags[n] == image_id):
                 out += self._drop_digests(image_id, ref.repository)
@@ -369,6 +377,7 @@ class ImageStore:
         return out
 
     def _delete(self, image_id: str) -> None:
+        self.emit("delete", image_id)
         del self._meta[image_id]
         self._configs.pop(image_id, None)
         with_suppress_unlink(self.root / "meta" / (image_id.removeprefix("sha256:") + ".json"))
