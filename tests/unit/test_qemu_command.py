@@ -55,7 +55,8 @@ def devices(kernel: bool) -> list[str]:
 
 
 CONTROL = [
-    "-serial", f"file:{D}/serial.log",
+    "-chardev", f"file,id=serial0,path={D}/serial.log,append=on",
+    "-serial", "chardev:serial0",
     "-qmp", f"unix:{D}/qmp.sock,server=on,wait=off",
     "-pidfile", f"{D}/qemu.pid",
     "-daemonize",

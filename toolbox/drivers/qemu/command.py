@@ -61,7 +61,10 @@ def build_argv(spec: VMSpec, *, firmware: Path | None = None, incoming: Path | N
         *network_args(spec),
         "-device", "virtio-rng-pci",
         *share_args(spec.mounts),
-        "-serial", f"file:{spec.serial_log}",
+        # append=on: a restored VM continues the log of its boot (the driver empties it
+        # before a fresh boot, so the file always holds the current boot only).
+        "-chardev", f"file,id=serial0,path={_esc(spec.serial_log)},append=on",
+        "-serial", "chardev:serial0",
         "-qmp", f"unix:{_esc(files.qmp_socket)},server=on,wait=off",
         "-pidfile", str(files.qemu_pid),
         *(["-incoming", f"exec:cat {shlex.quote(str(incoming))}"] if incoming else []),

@@ -223,6 +223,8 @@ class QemuDriver:
         files.check_socket_path(files.qmp_socket)
         which(command.qemu_binary(spec.arch), install_hint())  # the guest's arch, not the host's
         argv = command.build_argv(spec, firmware=find_uefi_firmware(spec.arch), incoming=incoming)
+        if incoming is None:
+            spec.serial_log.write_bytes(b"")  # a fresh boot starts a fresh console log
         result = run(argv, check=False, timeout=120.0)
         # -daemonize: QEMU's stderr is ours only until it has set up; keep it for `logs`.
         with files.qemu_log.open("a") as log:
