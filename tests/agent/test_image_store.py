@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from e2e.registry import RegistryServer
 
-from toolbox_agent.images import ImageConflict, ImageNotFound, ImageStore, InvalidReference
+from toolbox_agent.images import ArchiveError, ImageConflict, ImageNotFound, ImageStore, InvalidReference
 
 
 def pulled(registry: RegistryServer, root: Path, *names: str) -> ImageStore:
@@ -107,3 +107,35 @@ def test_events(registry: RegistryServer, tmp_path: Path) -> None:
     actions = [(a, i) for _, a, i, _ in seen]
     assert actions == [("pull", f"{registry.host}/busybox:latest"), ("tag", image.id), ("untag", image.id),
                        ("untag", image.id), ("delete", image.id)]
+
+
+def test_save_load_and_oci_layout(registry: RegistryServer, tmp_path: Path) -> None:
+    import io
+    import json
+    import tarfile
+
+    store = pulled(registry, tmp_path / "a", "learn/tutorial")
+    image = store.get(f"{registry.host}/learn/tutorial")
+
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in store.save([f"{registry.host}/learn/tutorial"])])
+
+    archive = asyncio.run(collect())
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tf:
+        manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        assert manifest[0]["RepoTags"] == [f"{registry.host}/learn/tutorial:latest"]
+        assert manifest[0]["Layers"] == [f"blobs/sha256/{rec.diff_id[7:]}" for rec in image.layers]
+    other = ImageStore(tmp_path / "b")
+    assert asyncio.run(other.load(archive)) == [f"Loaded image: {registry.host}/learn/tutorial:latest"]
+    assert other.get(f"{registry.host}/learn/tutorial").id == image.id
+    # the same archive without manifest.json: a plain OCI layout, named by its index annotations
+    stripped = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as src, tarfile.open(fileobj=stripped, mode="w") as dst:
+        for member in src:
+            if member.name not in ("manifest.json", "repositories"):
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    third = ImageStore(tmp_path / "c")
+    assert asyncio.run(third.load(stripped.getvalue())) == [f"Loaded image: {registry.host}/learn/tutorial:latest"]
+    assert [d.name for d in third.get(image.id).layer_dirs] == [rec.diff_id[7:] for rec in image.layers]
+    with pytest.raises(ArchiveError):
+        asyncio.run(third.load(b"not a tar"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from . import reference as refs
-from .errors import ArchiveError, DigestMismatch
+from .errors import ArchiveError, DigestMismatch, ImageError
 from .layers import CHUNK, LayerError, compression_of, extract_layer, hash_tar, open_uncompressed
 from .registry import sha256_digest
 from .store import LayerRecord, write_atomic
@@ -212,9 +212,10 @@ def _read(tf: tarfile.TarFile, name: str) -> bytes:
 def _ingest(store: ImageStore, stream: BinaryIO | bytes, tmpdir: Path, pins: list[str]) -> list[_Loaded]:
     with _open_archive(stream, tmpdir) as tf:
         try:
-            entries = json.loads(_read(tf, "manifest.json"))
+            names = set(tf.getnames())
+            entries = json.loads(_read(tf, "manifest.json")) if "manifest.json" in names else _from_oci_index(tf)
         except ValueError as exc:
-            raise ArchiveError(f"invalid manifest.json: {exc}") from exc
+            raise ArchiveError(f"invalid archive metadata: {exc}") from exc
         if not isinstance(entries, list) or not entries:
             raise ArchiveError("manifest.json lists no images")
         out = []
@@ -234,6 +235,32 @@ def _ingest(store: ImageStore, stream: BinaryIO | bytes, tmpdir: Path, pins: lis
                 refs.parse(t)  # InvalidReference before anything is tagged
             out.append(_Loaded(config_digest, config, records, tags))
         return out
+
+
+def _blob_name(digest: str) -> str:
+    algo, _, hexd = digest.partition(":")
+    return f"blobs/{algo}/{hexd}"
+
+
+def _from_oci_index(tf: tarfile.TarFile) -> list[dict[str, Any]]:
+    """A plain OCI image layout (index.json, no manifest.json) as manifest.json entries."""
+    from .pull import select_platform
+
+    index = json.loads(_read(tf, "index.json"))
+    entries = []
+    for desc in index.get("manifests") or []:
+        manifest = json.loads(_read(tf, _blob_name(desc["digest"])))
+        if "manifests" in manifest:  # a nested index: this platform's manifest
+            manifest = json.loads(_read(tf, _blob_name(select_platform(manifest)["digest"])))
+        ann = desc.get("annotations") or {}
+        name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name") or ""
+        try:
+            tags = [refs.parse(name).familiar()] if name and refs.parse(name).tag else []
+        except ImageError:
+            tags = []
+        entries.append({"Config": _blob_name(manifest["config"]["digest"]), "RepoTags": tags,
+                        "Layers": [_blob_name(layer["digest"]) for layer in manifest.get("layers") or []]})
+    return entries
 
 
 def _layer(store: ImageStore, tf: tarfile.TarFile, path: str, diff_id: str, tmpdir: Path, pins: list[str]) -> LayerRecord:
