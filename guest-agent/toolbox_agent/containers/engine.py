@@ -217,6 +217,11 @@ class ContainerEngine:
             return int(line.split()[1])
         reason = line[6:] if line.startswith("error ") else (line or "the container monitor failed to start")
         code = 127 if ("not found" in reason or "No such file" in reason) else 126
+        if "executable file" in reason and "not found" in reason:
+            # the docker CLI turns exactly this phrase into exit code 127
+            reason = f'exec: "{c.path}": executable file not found in $PATH: unknown'
+        elif "ermission denied" in reason:
+            reason = f'exec: "{c.path}": permission denied: unknown'
         c.state.status, c.state.exit_code, c.state.error = "exited", code, reason
         c.save()
         raise InvalidParameter(f"failed to create task for container: {reason}")
