@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
@@ -19,7 +20,6 @@ from toolbox_agent.images import (
     InvalidReference,
     RegistryError,
 )
-from toolbox_agent.images.pull import decode_registry_auth
 from toolbox_agent.images.reference import parse as parse_reference
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -47,6 +47,17 @@ def _guard(handler: Handler) -> Handler:
             raise api_error(exc) from exc
 
     return wrapped
+
+
+def decode_registry_auth(header: str) -> dict[str, str] | None:
+    """The X-Registry-Auth header: base64url JSON {username, password, serveraddress, ...}."""
+    if not header:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (ValueError, TypeError):
+        return None
+    return {k.lower(): str(v) for k, v in data.items()} if isinstance(data, dict) else None
 
 
 def unix_time(created: str) -> int:

@@ -10,7 +10,6 @@ pull's temporaries are removed and what it added but no image uses is collected.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import platform
@@ -57,18 +56,6 @@ def credentials(auth: dict[str, str] | None) -> Credentials | None:
     if not auth:
         return None
     return Credentials(auth.get("username", ""), auth.get("password", ""), auth.get("identitytoken", ""))
-
-
-def decode_registry_auth(header: str) -> dict[str, str] | None:
-    """The X-Registry-Auth header: base64url JSON {username, password, serveraddress, ...}."""
-    if not header:
-        return None
-    try:
-        padded = header + "=" * (-len(header) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded))
-        return {k.lower(): str(v) for k, v in data.items()} if isinstance(data, dict) else None
-    except (ValueError, TypeError):
-        return None
 
 
 def mirror_hosts(store: ImageStore, ref: refs.Reference) -> list[str]:

@@ -15,16 +15,18 @@ import http.client
 import ipaddress
 import json
 import re
-import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import DigestMismatch, RegistryError
+
+if TYPE_CHECKING:
+    import ssl
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -110,6 +112,7 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
         self._lock = threading.Lock()
+        self._contexts: dict[bool, ssl.SSLContext] = {}
 
     # -- connection and auth -------------------------------------------------------------
 
@@ -126,7 +129,7 @@ class RegistryClient:
         for ep in candidates:
             try:
                 self._ping(ep)
-            except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
                 last = exc
                 continue
             with self._lock:
@@ -149,11 +152,21 @@ class RegistryClient:
     def _connect(self, ep: Endpoint) -> http.client.HTTPConnection:
         if ep.scheme == "http":
             return http.client.HTTPConnection(ep.netloc, timeout=TIMEOUT)
-        ctx = ssl.create_default_context()
-        if not ep.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return http.client.HTTPSConnection(ep.netloc, timeout=TIMEOUT, context=ctx)
+        return http.client.HTTPSConnection(ep.netloc, timeout=TIMEOUT, context=self._tls(ep.verify))
+
+    def _tls(self, verify: bool) -> ssl.SSLContext:
+        """One context per mode, made on first use (ssl costs memory an idle agent need not pay)."""
+        import ssl
+
+        with self._lock:
+            ctx = self._contexts.get(verify)
+            if ctx is None:
+                ctx = ssl.create_default_context()
+                if not verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                self._contexts[verify] = ctx
+            return ctx
 
     def _roundtrip(self, ep: Endpoint, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         conn = self._connect(ep)

@@ -26,11 +26,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import reference as refs
 from .errors import ImageConflict, ImageNotFound, InvalidReference
-from .registry import RegistryClient
+
+if TYPE_CHECKING:
+    from .registry import RegistryClient
 
 Progress = Callable[[dict[str, Any]], None]
 InUse = Callable[[str], "bool | str | None"]
@@ -101,7 +103,7 @@ class ImageStore:
         self.registry_mirrors = list(registry_mirrors or [])
         self.in_use: InUse = in_use or (lambda image_id: False)
         self.events: Any = None  # the agent's EventBus (publish(type, action, id, attrs)), set by the app
-        self.registry = RegistryClient(self.insecure_registries)
+        self._registry: RegistryClient | None = None
         for sub in ("blobs/sha256", "layers", "meta", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.root / "tmp", ignore_errors=True)
@@ -129,6 +131,15 @@ class ImageStore:
             insecure_registries=list(settings.insecure_registries),
             registry_mirrors=[str(m) for m in mirrors] if isinstance(mirrors, list) else [],
         )
+
+    @property
+    def registry(self) -> RegistryClient:
+        """The registry client, made on first use (http.client weighs on an idle agent)."""
+        if self._registry is None:
+            from .registry import RegistryClient
+
+            self._registry = RegistryClient(self.insecure_registries)
+        return self._registry
 
     def emit(self, action: str, actor: str, name: str = "") -> None:
         """An image event for `docker events` (pull, tag, untag, delete, load, save)."""
@@ -252,7 +263,11 @@ class ImageStore:
             found = None
         if found:
             return found
-        raise ImageNotFound(ref_or_id)
+        try:  # Docker names what it could not find in its familiar form, tag included
+            shown = refs.parse(ref_or_id).familiar() if not text.startswith("sha256:") else ref_or_id
+        except InvalidReference:
+            shown = ref_or_id
+        raise ImageNotFound(shown)
 
     def _named(self, text: str) -> str | None:
         if text.startswith("sha256:"):
