@@ -128,10 +128,10 @@ def extract_tar(stream: HashingReader | BinaryIO, dest: Path) -> int:
 
 
 def _clean_name(name: str) -> str:
-    norm = posixpath.normpath("/" + name).lstrip("/")
-    if norm.startswith("..") or "\x00" in norm:
+    rel = posixpath.normpath(name.lstrip("/"))
+    if rel == ".." or rel.startswith("../") or "\x00" in rel:
         raise LayerError(f"layer member escapes its directory: {name!r}")
-    return "" if norm == "." else norm
+    return "" if rel == "." else rel
 
 
 def _parent(dest: Path, rel: str) -> Path:
@@ -147,6 +147,14 @@ def _parent(dest: Path, rel: str) -> Path:
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
             raise LayerError(f"layer member {rel!r} lies under a non-directory")
     return cur
+
+
+def _check_no_symlink_parents(dest: Path, rel: str) -> None:
+    cur = dest
+    for part in rel.split("/")[:-1]:
+        cur = cur / part
+        if os.path.islink(cur):
+            raise LayerError(f"hard link target {rel!r} lies under a symlink")
 
 
 def _remove(path: Path) -> None:
@@ -195,8 +203,10 @@ def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, dirs: l
     elif m.issym():
         os.symlink(m.linkname, path)
     elif m.islnk():
-        target = dest / _clean_name(m.linkname)
-        if not os.path.lexists(target):
+        link_rel = _clean_name(m.linkname)
+        _check_no_symlink_parents(dest, link_rel)
+        target = dest / link_rel
+        if not link_rel or not os.path.lexists(target):
             raise LayerError(f"hard link {rel!r} to missing {m.linkname!r}")
         os.link(target, path, follow_symlinks=False)
         return 0
