@@ -1,0 +1,1 @@
+"""The VirtualBox driver: VBoxManage, through toolbox.run (the subprocess choke point)."""
