@@ -283,8 +283,14 @@ class ContainerEngine:
             raise InvalidParameter(str(exc)) from None
         if not c.state.running:
             raise Conflict(f"Container {c.id} is not running")
+        exited = self.wait_future(c.id, "next-exit")
         await self._signal(c, sig)
         self._publish(c, "kill", signal=str(sig))
+        if sig == 9:  # as Docker: SIGKILL returns once the container is gone
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), 10)
+            except asyncio.TimeoutError:
+                log.warning("container %s survived SIGKILL for 10 s", c.short_id)
 
     async def _signal(self, c: Container, sig: int) -> None:
         try:
