@@ -242,3 +242,18 @@ def test_basic_credentials_for_the_token(registry: RegistryServer, tmp_path: Pat
             pull(store, f"{proxy.host}/learn/tutorial")
         image = asyncio.run(store.pull(f"{proxy.host}/learn/tutorial", None, {"username": "alice", "password": "s3cret"}))
         assert image.config["config"]["Cmd"] == ["sh"]
+
+
+def test_pull_by_digest(registry: RegistryServer, store: ImageStore) -> None:
+    by_tag = pull(ImageStore(store.root.parent / "other"), f"{registry.host}/learn/tutorial")
+    digest = by_tag.repo_digests[0].split("@")[1]
+    messages: list[dict[str, Any]] = []
+    image = pull(store, f"{registry.host}/learn/tutorial@{digest}", messages)
+    assert image.id == by_tag.id and image.repo_tags == []
+    assert image.repo_digests == [f"{registry.host}/learn/tutorial@{digest}"]
+    assert messages[0] == {"status": "Pulling from learn/tutorial", "id": digest}
+    assert store.list(dangling=True)[0].id == image.id
+    assert store.remove(f"{registry.host}/learn/tutorial@{digest}") == [
+        {"Untagged": f"{registry.host}/learn/tutorial@{digest}"}, {"Deleted": image.id}]
+    with pytest.raises(RegistryError, match="not found: manifest unknown"):
+        pull(store, f"{registry.host}/learn/tutorial@sha256:{'0' * 64}")
