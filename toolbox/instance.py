@@ -259,12 +259,19 @@ def wait_for_agent(client: paramiko.SSHClient, timeout: float = AGENT_TIMEOUT) -
 
 
 def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, client: paramiko.SSHClient) -> None:
-    """HOOK for the host agent (the guest-agent work fills it in): start the one process
-    per running VM that serves paths.docker_socket and port forwards over SSH. No-op now."""
+    """Start the one process per running VM that serves paths.docker_socket over SSH."""
+    from toolbox import hostagent
+
+    paths.check_socket_path(paths.docker_socket)
+    hostagent.start(paths.docker_socket, paths.hostagent_pid, paths.hostagent_log,
+                    cfg.ssh_port, paths.ssh_key, paths.host_pubkey)
 
 
 def _stop_host_agent(paths: InstancePaths) -> None:
-    """HOOK: stop the host agent started by _start_host_agent (pid in paths.hostagent_pid)."""
+    """Stop the host agent started by _start_host_agent (pid in paths.hostagent_pid)."""
+    from toolbox import hostagent
+
+    hostagent.stop(paths.hostagent_pid, paths.docker_socket)
 
 
 def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step, accel: str | None) -> None:

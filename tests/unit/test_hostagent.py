@@ -1,0 +1,85 @@
+"""The host agent's forwarding: bytes and half-closes intact, socket mode 0600, start/stop."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import threading
+from pathlib import Path
+
+from toolbox.hostagent.forward import Forwarder
+
+
+class FakeChannel:
+    """A paramiko.Channel stand-in over a socket (the calls pump_pair makes)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def recv(self, n: int) -> bytes:
+        return self.sock.recv(n)
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def shutdown_write(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class FakeLink:
+    def __init__(self, guest: Path) -> None:
+        self.guest = guest
+        self.closed = False
+
+    def open(self, path: str) -> FakeChannel:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(self.guest))
+        return FakeChannel(s)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _guest_server(path: Path) -> None:
+    """Reads until the client's EOF, then answers (as attach does after stdin closes)."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        got = b""
+        while chunk := conn.recv(65536):
+            got += chunk
+        conn.sendall(b"after-eof:" + got)
+        conn.close()
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def test_forwarder_keeps_half_close_and_bytes(tmp_path: Path) -> None:
+    guest = tmp_path / "guest.sock"
+    _guest_server(guest)
+    local = tmp_path / "inst" / "docker.sock"
+    local.parent.mkdir()
+    fwd = Forwarder(local, "/run/toolbox/docker.sock", FakeLink(guest))  # type: ignore[arg-type]
+    fwd.listen()
+    assert stat.S_IMODE(local.stat().st_mode) == 0o600
+    assert stat.S_IMODE(local.parent.stat().st_mode) == 0o700
+    threading.Thread(target=fwd.serve_forever, daemon=True).start()
+    payload = bytes(range(256)) * 1000
+    with socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(10)
+        c.connect(str(local))
+        c.sendall(payload)
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := c.recv(65536):
+            got += chunk
+    assert got == b"after-eof:" + payload
+    fwd.stop()
+    assert not local.exists()
