@@ -18,7 +18,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from e2e.registry import RegistryServer, TokenAuthProxy, busybox_layer, files_layer, make_image, push
+from e2e.registry import RegistryServer, ThrottleProxy, TokenAuthProxy, busybox_layer, files_layer, make_image, push
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = "/usr/local/bin/docker"
@@ -165,21 +165,24 @@ def test_errors(agent: AgentProcess, registry: RegistryServer) -> None:
 
 
 def test_registry_down_mid_pull(agent: AgentProcess) -> None:
-    with RegistryServer() as reg:
-        big = files_layer({"big": os.urandom(64 * 1024 * 1024)})
+    with RegistryServer() as reg, ThrottleProxy(reg, rate=8 * 1024 * 1024) as proxy:
+        big = files_layer({"big": os.urandom(24 * 1024 * 1024)})
         push(reg, "test/big:1", make_image([busybox_layer(), big], compression="none"))
         env = {"PATH": os.environ["PATH"], "HOME": str(agent.tmp), "DOCKER_HOST": f"unix://{agent.socket}"}
-        proc = subprocess.Popen([DOCKER, "pull", f"{reg.host}/test/big:1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([DOCKER, "pull", f"{proxy.host}/test/big:1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
             if "Pulling fs layer" in line:
+                time.sleep(0.5)  # the big layer is a few MB in
                 reg.kill()
                 break
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 1, out + err
+        assert "error pulling blob" in err or "bytes, expected" in err, err
     images_root = agent.tmp / "root" / "images"
     assert os.listdir(images_root / "tmp") == []
     assert "test/big" not in agent.docker("images").stdout
+    assert agent.docker("version", "--format", "{{.Server.Version}}").stdout.strip()  # still serving
 
 
 def test_docker_sdk(agent: AgentProcess, registry: RegistryServer) -> None:

@@ -229,6 +229,59 @@ class TokenAuthProxy:
         self.server.server_close()
 
 
+class ThrottleProxy:
+    """Forwards GETs to a RegistryServer at `rate` bytes/s, so a test can kill it mid-blob."""
+
+    def __init__(self, upstream: RegistryServer, rate: int = 4 * 1024 * 1024) -> None:
+        self.upstream = upstream
+        self.rate = rate
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                proxy._forward(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _forward(self, h: BaseHTTPRequestHandler) -> None:
+        try:
+            resp = requests.get(self.upstream.url + h.path, headers={"Accept": h.headers.get("Accept", "*/*")},
+                                stream=True, timeout=30)
+        except requests.RequestException:
+            h.send_error(502)
+            return
+        h.send_response(resp.status_code)
+        for k, v in resp.headers.items():
+            if k.lower() in ("content-type", "docker-content-digest", "content-length", "www-authenticate"):
+                h.send_header(k, v)
+        h.end_headers()
+        chunk = max(self.rate // 20, 1024)
+        try:
+            for data in resp.raw.stream(chunk, decode_content=False):
+                h.wfile.write(data)
+                time.sleep(len(data) / self.rate)
+        except Exception:  # noqa: BLE001 - upstream died: cut the client off mid-body
+            h.close_connection = True
+            h.connection.close()
+
+    def __enter__(self) -> ThrottleProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # -- building images ---------------------------------------------------------------------
 
 
