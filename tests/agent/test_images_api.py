@@ -65,7 +65,8 @@ class AgentProcess:
 
 @pytest.fixture(scope="module")
 def agent(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    running = AgentProcess(tmp_path_factory.mktemp("agent"), {"registry_mirrors": [registry.url]})
+    settings = {"registry_mirrors": [registry.url], "registry_mirror_fallback": False}
+    running = AgentProcess(tmp_path_factory.mktemp("agent"), settings)
     yield running
     running.stop()
 
@@ -150,6 +151,8 @@ def test_errors(agent: AgentProcess, registry: RegistryServer) -> None:
     assert f"manifest for {registry.host}/nosuch:latest not found: manifest unknown" in missing.stderr
     assert "No such image: nosuch:latest" in agent.docker("image", "inspect", "nosuch:latest", check=False).stderr
     assert "No such image: nosuch" in agent.docker("rmi", "nosuch", check=False).stderr
+    unknown = agent.docker("pull", "nosuch/image", check=False)  # the mirror only: Docker Hub is never asked
+    assert "manifest for nosuch/image:latest not found: manifest unknown" in unknown.stderr
     bad = agent.docker("pull", "Bad::ref", check=False)
     assert bad.returncode != 0 and "invalid reference format" in bad.stderr
     client = docker.DockerClient(base_url=f"unix://{agent.socket}", version="1.44")

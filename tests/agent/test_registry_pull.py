@@ -96,7 +96,7 @@ def test_index_platform_and_shared_layers(registry: RegistryServer, store: Image
 
 
 def test_mirror_serves_docker_hub_names(registry: RegistryServer, tmp_path: Path) -> None:
-    store = ImageStore(tmp_path, registry_mirrors=[registry.url])
+    store = ImageStore(tmp_path, registry_mirrors=[registry.url], mirror_fallback=False)
     image = pull(store, "busybox")
     assert image.repo_tags == ["busybox:latest"]
     assert image.repo_digests[0].startswith("busybox@sha256:")

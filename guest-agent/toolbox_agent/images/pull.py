@@ -68,6 +68,8 @@ def mirror_hosts(store: ImageStore, ref: refs.Reference) -> list[str]:
             if rest:
                 store.registry.use_endpoint(netloc, Endpoint(scheme, netloc, verify=not is_insecure(netloc, store.insecure_registries)))
             hosts.append(netloc)
+        if hosts and not store.mirror_fallback:
+            return hosts  # an offline setup: never reach past the mirrors to Docker Hub
     return hosts + [ref.registry_host]
 
 

@@ -44,7 +44,7 @@ def _result(name: str, description: str = "", official: bool = False, stars: int
 async def search(store: ImageStore, term: str, limit: int, auth: dict[str, str] | None) -> list[dict[str, Any]]:
     host, query = split_term(term)
     if host is None:
-        mirrors = mirror_hosts(store, refs.parse("library/busybox"))[:-1]
+        mirrors = [h for h in mirror_hosts(store, refs.parse("library/busybox")) if h != refs.DEFAULT_REGISTRY_HOST]
         targets = [(h, True) for h in mirrors] or [(DEFAULT_INDEX, True)]
     else:
         targets = [(host, False)]

@@ -96,11 +96,18 @@ class ImageStore:
         *,
         insecure_registries: list[str] | None = None,
         registry_mirrors: list[str] | None = None,
+        mirror_fallback: bool = True,
         in_use: InUse | None = None,
     ) -> None:
+        """root: `<agent root>/images`. insecure_registries: host[:port] or CIDRs reached over
+        plain HTTP (loopback always is). registry_mirrors: URLs tried first for Docker Hub
+        images (and searched instead of the Hub's index); mirror_fallback=False never goes
+        past them to Docker Hub. in_use(image_id): truthy (or a container ID) while a
+        container uses the image."""
         self.root = Path(root)
         self.insecure_registries = list(insecure_registries or [])
         self.registry_mirrors = list(registry_mirrors or [])
+        self.mirror_fallback = mirror_fallback
         self.in_use: InUse = in_use or (lambda image_id: False)
         self.events: Any = None  # the agent's EventBus (publish(type, action, id, attrs)), set by the app
         self._registry: RegistryClient | None = None
@@ -130,6 +137,7 @@ class ImageStore:
             settings.images_dir,
             insecure_registries=list(settings.insecure_registries),
             registry_mirrors=[str(m) for m in mirrors] if isinstance(mirrors, list) else [],
+            mirror_fallback=raw.get("registry_mirror_fallback", True) is not False,
         )
 
     @property
