@@ -12,9 +12,17 @@ from typing import Any
 
 import pytest
 
+from toolbox.drivers.base import VMState
+from toolbox.drivers.qemu.driver import state_from_qmp
 from toolbox.drivers.qemu.qmp import QMPClient, QMPError, qmp_execute
 
-GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "capabilities": []}}
+# A real session with QEMU 7.2 (Debian 12), recorded in wire order: the greeting, then
+# each command sent and every message received up to its reply (events included).
+SESSION = [
+    json.loads(line)
+    for line in (Path(__file__).parents[1] / "fixtures" / "qmp" / "qemu-7.2-session.jsonl").read_text().splitlines()
+]
+GREETING = SESSION[0]["greeting"]
 
 
 class FakeQEMU:
@@ -25,6 +33,7 @@ class FakeQEMU:
         self.replies = replies
         self.greet = greet
         self.received: list[dict[str, Any]] = []
+        self.queued: dict[str, list[list[dict[str, Any]]]] = {}
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen(1)
@@ -41,7 +50,9 @@ class FakeQEMU:
             for line in conn.makefile("rb"):
                 request = json.loads(line)
                 self.received.append(request)
-                for reply in self.replies.get(request["execute"], [{"return": {}}]):
+                queued = self.queued.get(request["execute"])
+                answer = queued.pop(0) if queued else self.replies.get(request["execute"], [{"return": {}}])
+                for reply in answer:
                     conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
@@ -53,6 +64,29 @@ def sock_path() -> Iterator[Path]:
     # tmp_path can exceed the unix socket path limit; /tmp is short.
     with tempfile.TemporaryDirectory(prefix="qmp-") as tmp:
         yield Path(tmp) / "qmp.sock"
+
+
+def test_replays_a_recorded_qemu_session(sock_path: Path) -> None:
+    """Each recorded command, sent by the client, gets the reply QEMU really gave."""
+    exchanges = SESSION[1:]
+    replies: dict[str, list[list[dict[str, Any]]]] = {}
+    for exchange in exchanges:
+        replies.setdefault(exchange["send"]["execute"], []).append(exchange["recv"])
+    fake = FakeQEMU(sock_path, {name: [] for name in replies})
+    fake.queued = replies  # per command, the recorded answers in order
+    with QMPClient(sock_path) as qmp:
+        for exchange in exchanges[1:]:  # the client negotiated capabilities itself
+            command = exchange["send"]["execute"]
+            final = exchange["recv"][-1]
+            if "error" in final:
+                with pytest.raises(QMPError) as info:
+                    qmp.execute(command)
+                assert info.value.error_class == final["error"]["class"]
+            else:
+                assert qmp.execute(command) == final["return"]
+    assert [r["execute"] for r in fake.received] == [e["send"]["execute"] for e in exchanges]
+    statuses = [e["recv"][-1]["return"]["status"] for e in exchanges if e["send"]["execute"] == "query-status"]
+    assert [state_from_qmp(s).state for s in statuses] == [VMState.RUNNING, VMState.SUSPENDED]
 
 
 def test_execute_negotiates_and_skips_events(sock_path: Path) -> None:
