@@ -260,3 +260,25 @@ def test_pull_by_digest(registry: RegistryServer, store: ImageStore) -> None:
         {"Untagged": f"{registry.host}/learn/tutorial@{digest}"}, {"Deleted": image.id}]
     with pytest.raises(RegistryError, match="not found: manifest unknown"):
         pull(store, f"{registry.host}/learn/tutorial@sha256:{'0' * 64}")
+
+
+def test_overlay_mount_honours_whiteouts(registry: RegistryServer, store: ImageStore, tmp_path: Path) -> None:
+    import subprocess
+
+    base = tar_layer([Entry("a", kind="dir"), Entry("a/x", b"x"), Entry("a/y", b"y"), Entry("c", kind="dir"), Entry("c/old", b"o")])
+    top = tar_layer([Entry("a/x", kind="whiteout"), Entry("c", kind="opaque"), Entry("c/new", b"n")])
+    push(registry, "test/overlay:1", make_image([base, top]))
+    image = pull(store, f"{registry.host}/test/overlay:1")
+    merged, upper, work = (tmp_path / n for n in ("merged", "upper", "work"))
+    for d in (merged, upper, work):
+        d.mkdir()
+    lower = ":".join(str(d) for d in reversed(image.layer_dirs))
+    res = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"overlayfs unavailable here: {res.stderr.strip()}")
+    try:
+        assert sorted(os.listdir(merged / "a")) == ["y"]
+        assert sorted(os.listdir(merged / "c")) == ["new"]
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
