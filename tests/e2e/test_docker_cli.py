@@ -1,0 +1,169 @@
+"""The real docker CLI and docker SDK against the guest agent, through the host agent's
+socket and `toolbox shellinit`, on the session's shared VM (QEMU under TCG).
+
+Images come from Debian's docker-registry on loopback (tests/e2e/registry.py), reached
+from the guest at 10.0.2.2:PORT; the guest agent is told about it (registry mirror and
+insecure registry) by rewriting /run/toolbox/agent.json and restarting the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from conftest import Toolbox
+from registry import RegistryServer, registry  # noqa: F401  (the session's registry fixture)
+
+pytestmark = pytest.mark.e2e
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+GUEST = "10.0.2.2"
+
+
+@pytest.fixture(scope="module")
+def docker_env(toolbox_vm: Toolbox, registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:  # noqa: F811
+    """The environment of a shell after `eval "$(toolbox shellinit)"`, the agent pointed at the registry."""
+    port = registry.port
+    settings = {"insecure_registries": [f"{GUEST}:{port}"], "registry_mirrors": [f"http://{GUEST}:{port}"]}
+    toolbox_vm.ssh(
+        f"echo '{json.dumps(settings)}' | sudo tee /run/toolbox/agent.json >/dev/null && "
+        "sudo pkill -f '^python3 -m toolbox_agent'"
+    )
+    bindir = tmp_path_factory.mktemp("bin")
+    wrapper = bindir / "toolbox"  # `toolbox` as typed; this session's instance is not "default"
+    wrapper.write_text(
+        f'#!/bin/sh\nif [ "$1" = shellinit ]; then set -- "$@" -n {toolbox_vm.name}; fi\n'
+        f'exec {sys.executable} -m toolbox "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    env = {**toolbox_vm.env, "PATH": f"{bindir}:{os.environ['PATH']}", "DOCKER_CONFIG": str(bindir / "docker-config")}
+    out = subprocess.run(["sh", "-c", 'eval "$(toolbox shellinit)" && echo "$DOCKER_HOST"'], env=env,
+                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    env["DOCKER_HOST"] = out.stdout.strip()
+    deadline = time.monotonic() + 120
+    while subprocess.run([DOCKER, "version"], env=env, capture_output=True, timeout=60).returncode != 0:
+        assert time.monotonic() < deadline, "the guest agent did not come back after its restart"
+        time.sleep(1)
+    yield env
+
+
+def docker_cli(env: dict[str, str], *args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True, input=input, timeout=timeout)
+
+
+def test_seed_session_verbatim(docker_env: dict[str, str]) -> None:
+    script = (
+        'eval "$(toolbox shellinit)"\n'
+        "docker version\n"
+        "docker search tutorial\n"
+        "docker pull learn/tutorial\n"
+        'docker run learn/tutorial echo "hello word"\n'
+    )
+    env = {k: v for k, v in docker_env.items() if k != "DOCKER_HOST"}
+    out = subprocess.run(["bash", "-e"], input=script, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Client:" in out.stdout and "Server:" in out.stdout
+    assert "learn/tutorial" in out.stdout
+    assert "Status: " in out.stdout
+    assert out.stdout.rstrip().endswith("hello word")
+
+
+def test_failing_command_exit_code_and_missing_program(docker_env: dict[str, str]) -> None:
+    out = docker_cli(docker_env, "run", "--rm", "learn/tutorial", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (out.returncode, out.stdout, out.stderr) == (3, "out\n", "err\n")
+    out = docker_cli(docker_env, "run", "--rm", "learn/tutorial", "no-such-program")
+    assert out.returncode == 127 and "executable file not found" in out.stderr
+
+
+def test_detached_logs_follow_stop_rm(docker_env: dict[str, str]) -> None:
+    cid = docker_cli(docker_env, "run", "-d", "learn/tutorial", "sh", "-c",
+                     "trap 'echo bye; exit 0' TERM; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done").stdout.strip()  # fmt: skip
+    assert len(cid) == 64
+    follow = subprocess.Popen([DOCKER, "logs", "-f", cid], env=docker_env, stdout=subprocess.PIPE, text=True)
+    time.sleep(4)
+    assert docker_cli(docker_env, "stop", cid).returncode == 0
+    out, _ = follow.communicate(timeout=60)
+    assert out.startswith("tick 1\n") and out.rstrip().endswith("bye")
+    assert docker_cli(docker_env, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", cid).stdout.strip() == "exited 0"
+    assert cid[:12] in docker_cli(docker_env, "ps", "-a", "--filter", "status=exited").stdout
+    assert docker_cli(docker_env, "rm", cid).returncode == 0
+    assert cid[:12] not in docker_cli(docker_env, "ps", "-a").stdout
+
+
+def _tmux(session: str, command: str, env: dict[str, str]) -> None:
+    subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    f"DOCKER_HOST={env['DOCKER_HOST']} {command}; echo EXIT=$?; sleep 60"], check=True, env=env)  # fmt: skip
+
+
+def _screen_until(session: str, text: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = subprocess.run(["tmux", "capture-pane", "-t", session, "-p"], capture_output=True, text=True).stdout
+        if text in screen:
+            return screen
+        time.sleep(0.5)
+    raise AssertionError(f"{text!r} never appeared on the terminal:\n{screen}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_run_it_through_tmux(docker_env: dict[str, str]) -> None:
+    _tmux("tb-run-it", f"{DOCKER} run -it --rm learn/tutorial sh", docker_env)
+    try:
+        _screen_until("tb-run-it", "# ")
+        subprocess.run(["tmux", "send-keys", "-t", "tb-run-it", "echo typed $((6*7)); stty size; exit 5", "Enter"], check=True)
+        screen = _screen_until("tb-run-it", "EXIT=")
+        assert "typed 42" in screen and "30 100" in screen and "EXIT=5" in screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", "tb-run-it"], capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_exec_it_through_tmux(docker_env: dict[str, str]) -> None:
+    assert docker_cli(docker_env, "run", "-d", "--name", "execbox", "learn/tutorial", "sleep", "600").returncode == 0
+    try:
+        _tmux("tb-exec-it", f"{DOCKER} exec -it execbox sh", docker_env)
+        _screen_until("tb-exec-it", "# ")
+        subprocess.run(["tmux", "send-keys", "-t", "tb-exec-it", "echo in-exec; exit 9", "Enter"], check=True)
+        screen = _screen_until("tb-exec-it", "EXIT=")
+        assert "in-exec" in screen and "EXIT=9" in screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", "tb-exec-it"], capture_output=True)
+        docker_cli(docker_env, "rm", "-f", "execbox")
+
+
+def test_stdin_pipe_and_name_conflict(docker_env: dict[str, str]) -> None:
+    out = docker_cli(docker_env, "run", "-i", "--rm", "learn/tutorial", "cat", input="through stdin\n")
+    assert out.stdout == "through stdin\n"
+    assert docker_cli(docker_env, "run", "-d", "--name", "taken", "learn/tutorial", "sleep", "600").returncode == 0
+    try:
+        out = docker_cli(docker_env, "run", "--name", "taken", "learn/tutorial", "true")
+        assert out.returncode == 125 and 'The container name "/taken" is already in use' in out.stderr
+        out = docker_cli(docker_env, "rm", "taken")
+        assert out.returncode != 0 and "container is running" in out.stderr
+    finally:
+        assert docker_cli(docker_env, "rm", "-f", "taken").returncode == 0
+
+
+def test_docker_sdk(docker_env: dict[str, str]) -> None:
+    client = docker.DockerClient(base_url=docker_env["DOCKER_HOST"], version="auto", timeout=300)
+    assert client.containers.run("learn/tutorial", ["echo", "from sdk"], remove=True) == b"from sdk\n"
+    c = client.containers.run("learn/tutorial", ["sh", "-c", "echo logged; sleep 600"], detach=True)
+    try:
+        assert c.exec_run(["sh", "-c", "cat /etc/motd; exit 4"]) == (4, b"Welcome to the tutorial\n")
+        deadline = time.monotonic() + 60
+        while b"logged" not in c.logs() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert c.logs() == b"logged\n"
+    finally:
+        c.remove(force=True)
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(c.id)
