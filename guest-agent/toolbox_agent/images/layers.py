@@ -114,17 +114,17 @@ def hash_tar(blob: Path) -> LayerInfo:
 
 
 def extract_tar(stream: HashingReader | BinaryIO, dest: Path) -> int:
-    size = 0
-    dirs: list[tuple[Path, tarfile.TarInfo]] = []
+    """Extract a tar stream into the empty directory dest; returns the bytes of file content."""
+    ex = _Extractor(str(dest))
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
             for member in tf:
-                size += _extract_member(tf, member, dest, dirs)
+                ex.member(tf, member)
     except tarfile.TarError as exc:
         raise LayerError(f"bad layer tar: {exc}") from exc
-    for path, member in reversed(dirs):
+    for path, member in reversed(ex.dirs):
         _apply_attrs(path, member)
-    return size
+    return ex.size
 
 
 def _clean_name(name: str) -> str:
@@ -134,94 +134,94 @@ def _clean_name(name: str) -> str:
     return "" if rel == "." else rel
 
 
-def _parent(dest: Path, rel: str) -> Path:
-    """Create missing parents of rel under dest, refusing symlinked components."""
-    cur = dest
-    for part in rel.split("/")[:-1]:
-        cur = cur / part
-        try:
-            st = os.lstat(cur)
-        except FileNotFoundError:
-            os.mkdir(cur, 0o755)
-            continue
-        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+class _Extractor:
+    """Writes members under root, which starts empty. `kinds` records every path made so far
+    ("dir" or "other"), so the file system need not be asked: a member may only go under
+    a recorded directory (never under a symlink), and only recorded paths need replacing."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.kinds: dict[str, str] = {}
+        self.dirs: list[tuple[str, tarfile.TarInfo]] = []
+        self.size = 0
+
+    def _parent(self, rel: str) -> str:
+        parent = rel.rpartition("/")[0]
+        if not parent:
+            return self.root
+        kind = self.kinds.get(parent)
+        if kind is None:
+            self._parent(parent)
+            os.mkdir(f"{self.root}/{parent}", 0o755)
+            self.kinds[parent] = "dir"
+        elif kind != "dir":
             raise LayerError(f"layer member {rel!r} lies under a non-directory")
-    return cur
+        return f"{self.root}/{parent}"
+
+    def _replace(self, rel: str) -> None:
+        kind = self.kinds.pop(rel, None)
+        if kind == "dir":
+            shutil.rmtree(f"{self.root}/{rel}")
+            prefix = rel + "/"
+            for key in [k for k in self.kinds if k.startswith(prefix)]:
+                del self.kinds[key]
+            self.dirs = [(p, m) for p, m in self.dirs if p != f"{self.root}/{rel}" and not p.startswith(f"{self.root}/{prefix}")]
+        elif kind is not None:
+            os.unlink(f"{self.root}/{rel}")
+
+    def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        rel = _clean_name(m.name)
+        if not rel:
+            return
+        parent = self._parent(rel)
+        base = rel.rpartition("/")[2]
+        if base == OPAQUE:
+            _set_xattr(parent, OPAQUE_XATTR, b"y")
+            return
+        if base.startswith(WHITEOUT + WHITEOUT):
+            return  # other AUFS metadata (.wh..wh.plnk ...): nothing for overlayfs
+        if base.startswith(WHITEOUT):
+            target = rel[: len(rel) - len(base)] + base[len(WHITEOUT) :]
+            self._replace(target)
+            os.mknod(f"{self.root}/{target}", stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            self.kinds[target] = "other"
+            return
+        path = f"{self.root}/{rel}"
+        if m.isdir():
+            if self.kinds.get(rel) != "dir":
+                self._replace(rel)
+                os.mkdir(path, 0o755)
+                self.kinds[rel] = "dir"
+            self.dirs.append((path, m))
+            return
+        self._replace(rel)
+        if m.islnk():
+            target = _clean_name(m.linkname)
+            if self.kinds.get(target) != "other":
+                raise LayerError(f"hard link {rel!r} to {m.linkname!r}, which this layer does not hold")
+            os.link(f"{self.root}/{target}", path, follow_symlinks=False)
+            self.kinds[rel] = "other"
+            return
+        if m.isreg():
+            src = tf.extractfile(m)
+            assert src is not None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+            self.size += m.size
+        elif m.issym():
+            os.symlink(m.linkname, path)
+        elif m.ischr() or m.isblk():
+            os.mknod(path, (stat.S_IFCHR if m.ischr() else stat.S_IFBLK) | 0o600, os.makedev(m.devmajor, m.devminor))
+        elif m.isfifo():
+            os.mkfifo(path, 0o600)
+        else:
+            return
+        self.kinds[rel] = "other"
+        _apply_attrs(path, m)
 
 
-def _check_no_symlink_parents(dest: Path, rel: str) -> None:
-    cur = dest
-    for part in rel.split("/")[:-1]:
-        cur = cur / part
-        if os.path.islink(cur):
-            raise LayerError(f"hard link target {rel!r} lies under a symlink")
-
-
-def _remove(path: Path) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
-
-
-def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, dirs: list[tuple[Path, tarfile.TarInfo]]) -> int:
-    rel = _clean_name(m.name)
-    if not rel:
-        return 0
-    parent = _parent(dest, rel)
-    base = rel.rsplit("/", 1)[-1]
-    if base == OPAQUE:
-        _set_xattr(parent, OPAQUE_XATTR, b"y")
-        return 0
-    if base.startswith(WHITEOUT + WHITEOUT):
-        return 0  # other AUFS metadata (.wh..wh.plnk ...): nothing for overlayfs
-    if base.startswith(WHITEOUT):
-        target = parent / base[len(WHITEOUT) :]
-        _remove(target)
-        os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-        return 0
-    path = dest / rel
-    if m.isdir():
-        if not path.is_dir() or path.is_symlink():
-            _remove(path)
-            os.mkdir(path, 0o755)
-        dirs.append((path, m))
-        return 0
-    _remove(path)
-    size = 0
-    if m.isreg():
-        src = tf.extractfile(m)
-        assert src is not None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, CHUNK)
-        size = m.size
-    elif m.issym():
-        os.symlink(m.linkname, path)
-    elif m.islnk():
-        link_rel = _clean_name(m.linkname)
-        _check_no_symlink_parents(dest, link_rel)
-        target = dest / link_rel
-        if not link_rel or not os.path.lexists(target):
-            raise LayerError(f"hard link {rel!r} to missing {m.linkname!r}")
-        os.link(target, path, follow_symlinks=False)
-        return 0
-    elif m.ischr() or m.isblk():
-        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-        os.mknod(path, kind | 0o600, os.makedev(m.devmajor, m.devminor))
-    elif m.isfifo():
-        os.mkfifo(path, 0o600)
-    else:
-        return 0
-    _apply_attrs(path, m)
-    return size
-
-
-def _apply_attrs(path: Path, m: tarfile.TarInfo) -> None:
+def _apply_attrs(path: str, m: tarfile.TarInfo) -> None:
     if os.geteuid() == 0:
         os.lchown(path, m.uid, m.gid)
     if not m.issym():
@@ -232,7 +232,7 @@ def _apply_attrs(path: Path, m: tarfile.TarInfo) -> None:
     os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
 
 
-def _set_xattr(path: Path, name: str, value: bytes) -> None:
+def _set_xattr(path: str, name: str, value: bytes) -> None:
     try:
         os.setxattr(path, name, value, follow_symlinks=False)
     except OSError as exc:
