@@ -8,17 +8,16 @@ without them unless TOOLBOX_REQUIRE_E2E=1.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from qemu_helpers import free_port, image_or_skip, wait_for_serial, write_minimal_cidata
 
 from toolbox.accel import detect_accel
 from toolbox.drivers import get_driver
@@ -27,63 +26,24 @@ from toolbox.drivers.qemu.driver import STALE_REASON, QemuDriver
 
 pytestmark = pytest.mark.e2e
 
-IMAGE = Path(__file__).resolve().parents[2] / "vm-image" / "out"
-BOOT_TIMEOUT = 180.0  # seconds from start to the guest's "ready" line, under TCG
-
-
-def _image_or_skip() -> Path:
-    if (IMAGE / "toolbox.iso").exists():
-        return IMAGE
-    if os.environ.get("TOOLBOX_REQUIRE_E2E") == "1":
-        pytest.fail(f"{IMAGE}/toolbox.iso is missing; build it with: make -C vm-image")
-    pytest.skip(f"{IMAGE}/toolbox.iso is missing (make -C vm-image)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _write_cidata(path: Path) -> None:
-    """A minimal config drive (ISO9660 + Joliet, label cidata): no user, no keys."""
-    import pycdlib
-
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, vol_ident="cidata")
-    data = b"instance-id: e2e-qemu-driver\nlocal-hostname: e2e\n"
-    iso.add_fp(io.BytesIO(data), len(data), "/METADATA.;1", joliet_path="/meta-data")
-    iso.write(str(path))
-    iso.close()
-
 
 @pytest.fixture(scope="module")
 def spec() -> Iterator[VMSpec]:
-    image = _image_or_skip()
+    image = image_or_skip()
     manifest = json.loads((image / "manifest.json").read_text())
     # A short directory: the QMP socket path must fit in 104 bytes.
     with tempfile.TemporaryDirectory(prefix="tbq-") as tmp:
         root = Path(tmp)
-        _write_cidata(root / "cidata.iso")
+        write_minimal_cidata(root / "cidata.iso")
         vm = VMSpec(
             name="e2e", instance_dir=root, arch="x86_64", cpus=1, memory_mib=1024, disk_size_gib=2,
             iso=image / "toolbox.iso", kernel=image / "vmlinuz", initrd=image / "initrd",
             kernel_cmdline=manifest["cmdline"], cidata=root / "cidata.iso",
-            data_disk=root / "disk.qcow2", ssh_port=_free_port(), accel=detect_accel("x86_64"),
+            data_disk=root / "disk.qcow2", ssh_port=free_port(), accel=detect_accel("x86_64"),
             serial_log=root / "serial.log",
         )  # fmt: skip
         yield vm
         QemuDriver().delete(vm)  # never leave a VM behind, whatever failed
-
-
-def _wait_for_serial(vm: VMSpec, needle: str, timeout: float = BOOT_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if vm.serial_log.exists() and needle in vm.serial_log.read_text(errors="replace"):
-            return
-        time.sleep(0.5)
-    tail = vm.serial_log.read_text(errors="replace")[-2000:] if vm.serial_log.exists() else "(no serial log)"
-    pytest.fail(f"{needle!r} did not appear on the serial console within {timeout:g} s:\n{tail}")
 
 
 def _qemu_pid(vm: VMSpec) -> int:
@@ -108,7 +68,7 @@ def test_lifecycle(spec: VMSpec) -> None:
     assert _qemu_pid(spec) == pid
 
     # Graceful: the ACPI power button reaches the guest's acpid, which powers off.
-    _wait_for_serial(spec, "ready")
+    wait_for_serial(spec, "ready (")
     stopping = time.monotonic()
     driver.stop(spec, timeout=90.0)
     took = time.monotonic() - stopping

@@ -140,9 +140,11 @@ def share_args(mounts: tuple[Mount, ...]) -> list[str]:
     """One virtio-9p device per mount, tagged with Mount.tag.
 
     security_model=none: QEMU reads and writes the host files as the user running QEMU,
-    with their real modes, so a file the guest creates is simply the user's own file on
-    the Mac. mapped-xattr would keep guest owners in extended attributes instead, leaving
-    files on the host that look wrong to the host's own tools.
+    with their real modes. It does try to give a new file the guest user's ids, but as an
+    ordinary user (QEMU on a Mac) that fails and the failure is ignored, so a file the
+    guest creates is simply the user's own file. mapped-xattr would instead keep guest
+    owners and modes in extended attributes, leaving files that look wrong to host tools;
+    passthrough would fail the guest's write whenever the chown fails.
     """
     args: list[str] = []
     for index, mount in enumerate(mounts):

@@ -185,10 +185,12 @@ class QemuDriver:
             qmp.execute("stop")
             try:
                 _migrate_to_file(qmp, partial)
-            except ToolboxError:
+            except ToolboxError as exc:
                 partial.unlink(missing_ok=True)
                 qmp.execute("cont")
-                raise
+                raise DriverError(
+                    self.name, f"cannot save the VM: {exc}", hint="stop it with 'toolbox down' instead"
+                ) from exc
             command.saved_accel_file(spec).write_text((process.accel_of(pid) or spec.accel) + "\n")
             partial.replace(saved)
             with contextlib.suppress(QMPError):
