@@ -223,3 +223,17 @@ def test_login_then_pull_with_credentials(agent: AgentProcess, registry: Registr
         assert "Login Succeeded" in ok.stdout
         out = agent.docker("pull", f"{proxy.host}/learn/tutorial").stdout
         assert f"Status: Downloaded newer image for {proxy.host}/learn/tutorial:latest" in out
+
+
+def test_push_roundtrip(agent: AgentProcess, registry: RegistryServer) -> None:
+    agent.docker("pull", "-q", f"{registry.host}/learn/tutorial")
+    agent.docker("tag", f"{registry.host}/learn/tutorial", f"{registry.host}/pushed/copy:v1")
+    out = agent.docker("push", f"{registry.host}/pushed/copy:v1").stdout
+    assert f"The push refers to repository [{registry.host}/pushed/copy]" in out
+    assert "v1: digest: sha256:" in out
+    digest = out.split("v1: digest: ")[1].split()[0]
+    agent.docker("rmi", f"{registry.host}/pushed/copy:v1")
+    pulled = agent.docker("pull", f"{registry.host}/pushed/copy@{digest}").stdout
+    assert f"Digest: {digest}" in pulled
+    missing = agent.docker("push", f"{registry.host}/never/tagged:x", check=False)
+    assert missing.returncode == 1 and "No such image" in missing.stderr

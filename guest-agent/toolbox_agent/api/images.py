@@ -174,35 +174,51 @@ def _pull_ref(req: Request) -> tuple[str, bool]:
     return image, parsed.tag is None and parsed.digest is None
 
 
+async def progress_stream(start: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]) -> Response:
+    """Run a job that reports Docker progress messages; stream them as JSON lines.
+
+    Like Docker: a job that fails before its first message gets a plain error answer (with
+    its status); one that fails later ends the stream with an errorDetail message.
+    """
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    task = asyncio.ensure_future(start(queue.put_nowait))
+    task.add_done_callback(lambda _t: queue.put_nowait(None))
+    first = await queue.get()
+    if first is None:
+        exc = task.exception()
+        if isinstance(exc, ImageError):
+            raise api_error(exc)
+        if exc is not None:
+            raise ApiError(500, str(exc))
+        return Response(200, JSON, b"")
+
+    async def body() -> AsyncIterator[bytes]:
+        item: dict[str, Any] | None = first
+        while item is not None:
+            yield json.dumps(item).encode() + b"\r\n"
+            item = await queue.get()
+        exc = task.exception()
+        if exc is not None:
+            message = str(exc) or type(exc).__name__
+            yield json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
+
+    return Response(200, JSON, body())
+
+
 def routes(store: ImageStore) -> list[Route]:
     async def create(req: Request) -> Response:
         ref, all_tags = _pull_ref(req)
         auth = decode_registry_auth(req.headers.get("x-registry-auth", ""))
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        job = (store.pull_all_tags(ref, queue.put_nowait, auth) if all_tags
-               else store.pull(ref, queue.put_nowait, auth, req.arg("platform") or None))
-        task = asyncio.ensure_future(job)
-        task.add_done_callback(lambda _t: queue.put_nowait(None))
-        first = await queue.get()
-        if first is None:  # done (or failed) before saying anything: a plain answer
-            exc = task.exception()
-            if isinstance(exc, ImageError):
-                raise api_error(exc)
-            if exc is not None:
-                raise ApiError(500, str(exc))
-            return Response(200, JSON, b"")
+        platform = req.arg("platform") or None
+        return await progress_stream(
+            lambda emit: store.pull_all_tags(ref, emit, auth) if all_tags else store.pull(ref, emit, auth, platform)
+        )
 
-        async def body() -> AsyncIterator[bytes]:
-            item: dict[str, Any] | None = first
-            while item is not None:
-                yield json.dumps(item).encode() + b"\r\n"
-                item = await queue.get()
-            exc = task.exception()
-            if exc is not None:
-                message = str(exc) or type(exc).__name__
-                yield json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
-
-        return Response(200, JSON, body())
+    async def push(req: Request) -> Response:
+        name, tag = req.path_params["name"], req.arg("tag") or ""
+        ref = f"{name}:{tag}" if tag else name
+        auth = decode_registry_auth(req.headers.get("x-registry-auth", ""))
+        return await progress_stream(lambda emit: store.push(ref, emit, auth))
 
     async def list_images(req: Request) -> Response:
         filters = req.filters()
@@ -289,6 +305,7 @@ def routes(store: ImageStore) -> list[Route]:
         ("GET", "/images/{name:path}/history", history_image),
         ("GET", "/images/{name:path}/get", save_images),
         ("POST", "/images/{name:path}/tag", tag_image),
+        ("POST", "/images/{name:path}/push", push),
         ("DELETE", "/images/{name:path}", remove_image),
     ]
     return [Route(method, pattern, _guard(handler)) for method, pattern, handler in table]

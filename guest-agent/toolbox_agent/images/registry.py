@@ -322,6 +322,43 @@ class RegistryClient:
         if h.hexdigest() != want:
             raise DigestMismatch(f"filesystem layer verification failed for digest {digest}")
 
+    def send(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        scope: str,
+        creds: Credentials | None = None,
+        body: bytes | BinaryIO | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request with auth (no redirects followed: push answers carry upload Locations).
+
+        A file body is sent once, so the token is fetched before it (a cheap HEAD-less retry
+        would have to rewind it): callers pass bytes or a seekable file.
+        """
+        ep = self.endpoint(host)
+        for attempt in range(2):
+            hdrs = {"User-Agent": USER_AGENT, **(headers or {}), **self._auth_header(host, scope, creds, fresh=attempt > 0)}
+            if hasattr(body, "seek"):
+                body.seek(0)  # type: ignore[union-attr]
+            conn = self._connect(ep)
+            try:
+                conn.request(method, path, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                data = resp.read(MAX_MANIFEST)
+                status, rheaders = resp.status, {k.lower(): v for k, v in resp.getheaders()}
+            except (OSError, http.client.HTTPException) as exc:
+                raise RegistryError(f'{method} "{ep.scheme}://{host}{path}": {exc or type(exc).__name__}') from exc
+            finally:
+                conn.close()
+            if status != 401 or attempt:
+                break
+            self._remember_challenge(host, rheaders.get("www-authenticate", ""))
+        if status >= 400 and not (method == "HEAD" and status == 404):
+            raise RegistryError(_error_text(status, data), not_found=status in (401, 403, 404), status=status)
+        return status, rheaders, data
+
     def login(self, host: str, creds: Credentials) -> None:
         """Check credentials the way `docker login` does; RegistryError(status=401) when refused."""
         ep = self.endpoint(host)

@@ -24,67 +24,18 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import reference as refs
 from .errors import ImageConflict, ImageNotFound, InvalidReference
+from .model import Image, LayerRecord, with_suppress_unlink, write_atomic
 
 if TYPE_CHECKING:
     from .registry import RegistryClient
 
 Progress = Callable[[dict[str, Any]], None]
 InUse = Callable[[str], "bool | str | None"]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with_suppress_unlink(tmp)
-        raise
-
-
-def with_suppress_unlink(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-@dataclass(frozen=True)
-class LayerRecord:
-    diff_id: str
-    digest: str  # the blob as stored (compressed as pulled, or the plain tar when loaded)
-    media_type: str
-    size: int  # size of that blob
-
-
-@dataclass
-class Image:
-    id: str
-    config: dict[str, Any]
-    layers: list[LayerRecord]
-    layer_dirs: list[Path]
-    repo_tags: list[str]  # familiar form: busybox:latest
-    repo_digests: list[str]  # familiar form: busybox@sha256:...
-    size: int
-    stored_at: float
-    names: list[str] = field(default_factory=list)  # fully qualified tags
-
-    @property
-    def created(self) -> str:
-        return str(self.config.get("created") or "")
-
-    @property
-    def short_id(self) -> str:
-        return self.id.removeprefix("sha256:")[:12]
 
 
 class ImageStore:
@@ -457,6 +408,12 @@ class ImageStore:
         from .pull import pull_all_tags
 
         return await pull_all_tags(self, repo, progress or (lambda msg: None), auth)
+
+    async def push(self, ref: str, progress: Progress | None = None, auth: dict[str, str] | None = None) -> str:
+        """Push a local tag to its registry; returns the manifest digest."""
+        from .push import push
+
+        return await push(self, ref, progress or (lambda msg: None), auth)
 
     def save(self, names: list[str]) -> AsyncIterator[bytes]:
         from .archive import save
