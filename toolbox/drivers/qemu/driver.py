@@ -95,29 +95,17 @@ class QemuDriver:
         if status.state is VMState.RUNNING:
             return
         if status.state is VMState.BROKEN:
-            raise DriverError(self.name, "; ".join(status.reasons), hint="force it off with: toolbox down --force")
+            raise DriverError(self.name, "; ".join(status.reasons), hint="force it off with: toolbox poweroff")
         if self._live_pid(spec) is not None:
             if status.state is VMState.SUSPENDED:  # paused in memory
                 qmp_execute(files.qmp_socket, "cont")
                 return
             self.stop(spec, force=True)  # the guest powered off and QEMU is on its way out
         self._clean_runtime_files(spec)
-        saved = command.saved_state_file(spec)
-        incoming = saved if saved.exists() else None
-        if incoming is not None:
-            spec = replace(spec, accel=_saved_accel(spec))
-        self._launch(spec, incoming)
-        if incoming is not None:
-            try:
-                self._wait_restored(spec)
-            except QMPError as exc:  # QEMU exits when it cannot load the state
-                raise DriverError(
-                    self.name,
-                    f"restoring the saved state failed: {exc.message}",
-                    hint="discard it with 'toolbox down', then start again",
-                ) from exc
-            saved.unlink(missing_ok=True)
-            command.saved_accel_file(spec).unlink(missing_ok=True)
+        if command.saved_state_file(spec).exists():
+            self._restore(spec)
+        else:
+            self._launch(spec, None)
 
     def stop(self, spec: VMSpec, *, force: bool = False, timeout: float = 30.0) -> None:
         """ACPI power-off via QMP, waiting up to `timeout` s; then quit, then SIGKILL.
@@ -234,6 +222,21 @@ class QemuDriver:
         if result.returncode != 0:
             tail = "\n".join(result.stderr.strip().splitlines()[-5:]) or "no output"
             raise DriverError(self.name, f"QEMU failed to start (exit {result.returncode}): {tail}")
+
+    def _restore(self, spec: VMSpec) -> None:
+        """Start QEMU from saved.state, under the accelerator it was saved with."""
+        saved = command.saved_state_file(spec)
+        self._launch(replace(spec, accel=_saved_accel(spec)), saved)
+        try:
+            self._wait_restored(spec)
+        except QMPError as exc:  # QEMU exits when it cannot load the state
+            raise DriverError(
+                self.name,
+                f"restoring the saved state failed: {exc.message}",
+                hint="discard it with 'toolbox down', then start again",
+            ) from exc
+        saved.unlink(missing_ok=True)
+        command.saved_accel_file(spec).unlink(missing_ok=True)
 
     def _wait_restored(self, spec: VMSpec, timeout: float = 120.0) -> None:
         socket_path = command.instance_paths(spec).qmp_socket
