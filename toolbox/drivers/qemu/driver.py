@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
+from toolbox.accel import qemu_binary
 from toolbox.drivers.base import DriverFeatures, VMSpec, VMState, VMStatus
 from toolbox.drivers.qemu import command, process
 from toolbox.drivers.qemu.qmp import QMPClient, QMPError, qmp_execute
@@ -60,7 +61,7 @@ class QemuDriver:
     def check_installed(self) -> None:
         """ToolMissing, naming the install command, if QEMU or qemu-img is absent."""
         arch = "aarch64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
-        which(command.qemu_binary(arch), install_hint())
+        which(qemu_binary(arch), install_hint())
         which("qemu-img", install_hint())
 
     def create(self, spec: VMSpec) -> None:
@@ -211,7 +212,7 @@ class QemuDriver:
     def _launch(self, spec: VMSpec, incoming: Path | None) -> None:
         files = command.instance_paths(spec)
         files.check_socket_path(files.qmp_socket)
-        which(command.qemu_binary(spec.arch), install_hint())  # the guest's arch, not the host's
+        which(qemu_binary(spec.arch), install_hint())  # the guest's arch, not the host's
         argv = command.build_argv(spec, firmware=find_uefi_firmware(spec.arch), incoming=incoming)
         if incoming is None:
             spec.serial_log.write_bytes(b"")  # a fresh boot starts a fresh console log
