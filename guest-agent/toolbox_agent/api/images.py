@@ -229,10 +229,12 @@ def routes(store: ImageStore) -> list[Route]:
         for label in filters.get("label", []):
             key, eq, value = label.partition("=")
             images = [im for im in images if _has_label(im, key, value if eq else None)]
-        for key, keep in (("before", lambda a, b: a < b), ("since", lambda a, b: a > b)):
-            for ref in filters.get(key, []):
-                pivot = unix_time(store.get(ref).created)
-                images = [im for im in images if keep(unix_time(im.created), pivot)]
+        for ref in filters.get("before", []):
+            pivot = unix_time(store.get(ref).created)
+            images = [im for im in images if unix_time(im.created) < pivot]
+        for ref in filters.get("since", []):
+            pivot = unix_time(store.get(ref).created)
+            images = [im for im in images if unix_time(im.created) > pivot]
         return json_response([summary(im, req.api_version) for im in images])
 
     async def inspect_image(req: Request) -> Response:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .errors import ArchiveError, DigestMismatch, ImageConflict, ImageError, ImageNotFound, InvalidReference, RegistryError
-from .store import Image, ImageStore, LayerRecord
+from .model import Image, LayerRecord
+from .store import ImageStore
 
 __all__ = [
     "ArchiveError",

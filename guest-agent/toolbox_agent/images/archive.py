@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -23,11 +23,12 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from . import reference as refs
 from .errors import ArchiveError, DigestMismatch, ImageError
 from .layers import CHUNK, LayerError, compression_of, extract_layer, hash_tar, open_uncompressed
+from .model import LayerRecord, write_atomic
 from .registry import sha256_digest
-from .store import LayerRecord, write_atomic
 
 if TYPE_CHECKING:
-    from .store import Image, ImageStore
+    from .model import Image
+    from .store import ImageStore
 
 MTIME = 0
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -57,7 +58,8 @@ def save(store: ImageStore, names: list[str]) -> AsyncIterator[bytes]:
             ref = refs.parse(name)
             if ref.tag and ref not in entry.tags:
                 entry.tags.append(ref)
-    keys = [k for s in picked.values() for k in (s.image.id, *(rec.diff_id for rec in s.image.layers), *(rec.digest for rec in s.image.layers))]
+    keys = [s.image.id for s in picked.values()]
+    keys += [key for s in picked.values() for rec in s.image.layers for key in (rec.diff_id, rec.digest)]
     store.pin(*keys)
     for entry in picked.values():
         store.emit("save", entry.image.id)
@@ -93,7 +95,7 @@ def _file(name: str, data: bytes) -> bytes:
     return _header(name, len(data)) + data + b"\0" * (-len(data) % 512)
 
 
-def _tar_chunks(store: ImageStore, saved: list[_Saved]) -> Iterator[bytes]:
+def _tar_chunks(store: ImageStore, saved: list[_Saved]) -> Generator[bytes, None, None]:
     yield _header("blobs/", directory=True) + _header("blobs/sha256/", directory=True)
     written: set[str] = set()
     manifest_json: list[dict[str, Any]] = []
@@ -101,7 +103,7 @@ def _tar_chunks(store: ImageStore, saved: list[_Saved]) -> Iterator[bytes]:
     repositories: dict[str, dict[str, str]] = {}
     for entry in saved:
         image = entry.image
-        layer_descs = []
+        layer_descs: list[dict[str, Any]] = []
         for rec in image.layers:
             size = int(store.layer_info(rec.diff_id).get("tar_size") or 0) or hash_tar(store.blob_path(rec.digest)).tar_size
             layer_descs.append({"mediaType": OCI_LAYER, "digest": rec.diff_id, "size": size})
@@ -128,9 +130,12 @@ def _tar_chunks(store: ImageStore, saved: list[_Saved]) -> Iterator[bytes]:
         if mdigest not in written:
             written.add(mdigest)
             yield _file(f"blobs/sha256/{mdigest.removeprefix('sha256:')}", manifest)
-        for tag in entry.tags or [None]:
-            ann = {"io.containerd.image.name": str(tag), "org.opencontainers.image.ref.name": tag.tag} if tag else {}
-            index.append({"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(manifest), **({"annotations": ann} if ann else {})})
+        desc: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(manifest)}
+        for tag in entry.tags:
+            ann = {"io.containerd.image.name": str(tag), "org.opencontainers.image.ref.name": tag.tag or "latest"}
+            index.append({**desc, "annotations": ann})
+        if not entry.tags:
+            index.append(desc)
         manifest_json.append({"Config": f"blobs/sha256/{image.id.removeprefix('sha256:')}",
                               "RepoTags": [t.familiar() for t in entry.tags] or None,
                               "Layers": [f"blobs/sha256/{d['digest'].removeprefix('sha256:')}" for d in layer_descs]})

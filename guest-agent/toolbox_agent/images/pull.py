@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 from . import reference as refs
 from .errors import DigestMismatch, ImageError, RegistryError
 from .layers import LayerInfo, extract_layer
-from .registry import INDEX_TYPES, IMAGE_MANIFEST_TYPES, Credentials, Endpoint, sha256_digest, is_insecure
-from .store import LayerRecord, Progress, write_atomic
+from .model import LayerRecord, write_atomic
+from .registry import IMAGE_MANIFEST_TYPES, INDEX_TYPES, Credentials, Endpoint, is_insecure, sha256_digest
+from .store import Progress
 
 if TYPE_CHECKING:
-    from .store import Image, ImageStore
+    from .model import Image
+    from .store import ImageStore
 
 PARALLEL = 3
 PROGRESS_EVERY = 512 * 1024
@@ -49,7 +51,8 @@ def select_platform(index: dict[str, Any], want: tuple[str, str, str] | None = N
             candidates.append((0 if exact else 1, desc))
     if not candidates:
         raise RegistryError(f"no matching manifest for {os_name}/{arch} in the manifest list entries", not_found=True)
-    return sorted(candidates, key=lambda c: c[0])[0][1]
+    best: dict[str, Any] = sorted(candidates, key=lambda c: c[0])[0][1]
+    return best
 
 
 def credentials(auth: dict[str, str] | None) -> Credentials | None:

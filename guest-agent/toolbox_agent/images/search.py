@@ -66,7 +66,7 @@ def _search_one(store: ImageStore, host: str, query: str, limit: int, is_hub: bo
     v1 = store.registry.search_v1(host, query, limit)
     if v1 is not None:
         return [_result(str(r.get("name", "")), str(r.get("description") or ""), bool(r.get("is_official")),
-                        int(r.get("star_count") or 0)) for r in v1]
+                        int(str(r.get("star_count") or 0))) for r in v1]
     needle = query.lower()
     out = []
     for repo in store.registry.catalog(host, credentials(auth)):

@@ -17,8 +17,8 @@ changed only on the event loop thread, so no lock is needed around it.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -244,7 +244,7 @@ class ImageStore:
         """The image for a reference or ID; raises ImageNotFound."""
         return self._image(self.resolve(ref_or_id))
 
-    def list(self, *, dangling: bool | None = None, reference: list[str] | None = None) -> list[Image]:
+    def list(self, *, dangling: bool | None = None, reference: builtins.list[str] | None = None) -> builtins.list[Image]:
         images = [self._image(i) for i in self._meta]
         if dangling is not None:
             images = [im for im in images if (not im.repo_tags) == dangling]
@@ -266,13 +266,13 @@ class ImageStore:
         self.set_tag(str(target), image_id)
         self.emit("tag", image_id, target.familiar())
 
-    def remove(self, ref_or_id: str, *, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
+    def remove(self, ref_or_id: str, *, force: bool = False, prune: bool = True) -> builtins.list[dict[str, str]]:
         """Docker's rmi: untag a reference, delete the image when nothing names it any more."""
         image_id = self.resolve(ref_or_id)
         image = self._image(image_id)
         user = self.in_use(image_id)
         by_name = not _is_id_like(ref_or_id, image_id)
-        records: list[dict[str, str]] = []
+        records: builtins.list[dict[str, str]] = []
         if by_name:
             ref = refs.parse(ref_or_id)
             if not user or force or not self._single_reference(image_id):
@@ -314,7 +314,7 @@ class ImageStore:
     def _still_named(self, image_id: str) -> bool:
         return any(i == image_id for i in self._tags.values())
 
-    def _untag(self, image_id: str, ref: refs.Reference) -> list[dict[str, str]]:
+    def _untag(self, image_id: str, ref: refs.Reference) -> builtins.list[dict[str, str]]:
         meta = self._meta[image_id]
         if ref.digest:
             full = f"{ref.repository}@{ref.digest}"
@@ -333,15 +333,15 @@ class ImageStore:
             return out
         return []
 
-    def _drop_digests(self, image_id: str, repository: str) -> list[dict[str, str]]:
+    def _drop_digests(self, image_id: str, repository: str) -> builtins.list[dict[str, str]]:
         meta = self._meta[image_id]
         gone = [d for d in meta["repo_digests"] if d.startswith(repository + "@")]
         meta["repo_digests"] = [d for d in meta["repo_digests"] if d not in gone]
         self._save_meta(meta)
         return [{"Untagged": refs.parse(d).familiar()} for d in gone]
 
-    def _untag_all(self, image_id: str) -> list[dict[str, str]]:
-        out: list[dict[str, str]] = []
+    def _untag_all(self, image_id: str) -> builtins.list[dict[str, str]]:
+        out: builtins.list[dict[str, str]] = []
         for name in [n for n, i in self._tags.items() if i == image_id]:
             out += self._untag(image_id, refs.parse(name))
         meta = self._meta[image_id]
@@ -356,9 +356,9 @@ class ImageStore:
         self._configs.pop(image_id, None)
         with_suppress_unlink(self.root / "meta" / (image_id.removeprefix("sha256:") + ".json"))
 
-    def prune(self, *, all_images: bool = False) -> tuple[list[dict[str, str]], int]:
+    def prune(self, *, all_images: bool = False) -> tuple[builtins.list[dict[str, str]], int]:
         """Remove dangling images (all unused ones with all_images); returns records, bytes freed."""
-        records: list[dict[str, str]] = []
+        records: builtins.list[dict[str, str]] = []
         freed = 0
         for image in self.list():
             if self.in_use(image.id) or (image.repo_tags and not all_images):
@@ -404,7 +404,7 @@ class ImageStore:
 
         return await pull(self, ref, progress or (lambda msg: None), auth, platform)
 
-    async def pull_all_tags(self, repo: str, progress: Progress | None = None, auth: dict[str, str] | None = None) -> list[Image]:
+    async def pull_all_tags(self, repo: str, progress: Progress | None = None, auth: dict[str, str] | None = None) -> builtins.list[Image]:
         from .pull import pull_all_tags
 
         return await pull_all_tags(self, repo, progress or (lambda msg: None), auth)
@@ -415,12 +415,12 @@ class ImageStore:
 
         return await push(self, ref, progress or (lambda msg: None), auth)
 
-    def save(self, names: list[str]) -> AsyncIterator[bytes]:
+    def save(self, names: builtins.list[str]) -> AsyncIterator[bytes]:
         from .archive import save
 
         return save(self, names)
 
-    async def load(self, stream: BinaryIO | bytes) -> list[str]:
+    async def load(self, stream: BinaryIO | bytes) -> builtins.list[str]:
         """Load a docker-archive; returns the lines Docker prints ("Loaded image: x:y")."""
         from .archive import load
 
@@ -435,7 +435,7 @@ class ImageStore:
         assert creds is not None
         await asyncio.to_thread(self.registry.login, registry_host_of(server), creds)
 
-    async def search(self, term: str, limit: int = 25, auth: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    async def search(self, term: str, limit: int = 25, auth: dict[str, str] | None = None) -> builtins.list[dict[str, Any]]:
         from .search import search
 
         return await search(self, term, limit, auth)
