@@ -23,6 +23,7 @@ def image_or_skip() -> Path:
     if os.environ.get("TOOLBOX_REQUIRE_E2E") == "1":
         pytest.fail(f"{IMAGE}/toolbox.iso is missing; build it with: make -C vm-image")
     pytest.skip(f"{IMAGE}/toolbox.iso is missing (make -C vm-image)")
+    raise AssertionError("unreachable: pytest.skip raises")
 
 
 def free_port() -> int:

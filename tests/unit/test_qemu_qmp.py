@@ -90,7 +90,7 @@ def test_replays_a_recorded_qemu_session(sock_path: Path) -> None:
 
 
 def test_execute_negotiates_and_skips_events(sock_path: Path) -> None:
-    replies = {
+    replies: dict[str, list[dict[str, Any]]] = {
         "query-status": [
             {"event": "RTC_CHANGE", "data": {"offset": 0}},
             {"return": {"status": "running", "running": True}},
