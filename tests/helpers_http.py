@@ -10,7 +10,7 @@ from pathlib import Path
 
 @dataclass
 class Faults:
-    truncate_next: int = 0  # this many GETs send only half the body, then drop the connection
+    truncate_next: int = 0  # this many GETs of an .iso send half the body, then drop the connection
     corrupt: bool = False  # flip the last byte of every .iso served
     status: int | None = None  # answer every GET with this status (404, 500 ...)
     ignore_range: bool = False  # answer 200 with the whole file even when asked for a range
@@ -71,7 +71,7 @@ class FileServer:
         body = data[start:]
         req.send_header("Content-Length", str(len(body)))
         req.end_headers()
-        if f.truncate_next > 0:
+        if f.truncate_next > 0 and path.suffix == ".iso":
             f.truncate_next -= 1
             req.wfile.write(body[: len(body) // 2])
             req.wfile.flush()

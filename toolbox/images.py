@@ -136,11 +136,15 @@ def read_small(url: str, limit: int = 1 << 20) -> bytes:
             return local.read_bytes()[:limit]
         except OSError as exc:
             raise DownloadError(url, exc.strerror or str(exc), hint="check the path") from None
+    import requests
+
     resp = _request(url)
     try:
         if resp.status_code != 200:
             raise DownloadError(url, f"HTTP {resp.status_code}")
         return resp.content[:limit]
+    except requests.exceptions.RequestException as exc:
+        raise DownloadError(url, f"connection lost ({exc})", hint="run the command again") from None
     finally:
         resp.close()
 

@@ -115,13 +115,19 @@ def _write_keys_and_drive(paths: InstancePaths, cfg: InstanceConfig, share_type:
     cfgmod.atomic_write(paths.host_pubkey, host.public_openssh.strip() + "\n", mode=0o644)
     mounts = [(share_type, _mount_tag(m), m.guest_path, m.writable) for m in cfg.mounts]
     drive = ConfigDrive(
-        hostname=f"toolbox-{cfg.name}", uid=os.getuid(), gid=os.getgid(),
+        hostname=f"toolbox-{cfg.name}", uid=_guest_id(os.getuid()), gid=_guest_id(os.getgid()),
         authorized_keys=[login.public_openssh.strip()], host_private_key=host.private_openssh,
         host_public_key=host.public_openssh.strip(), mounts=mounts,
         agent={"docker_socket": GUEST_DOCKER_SOCKET},
     )
     write_config_drive(paths.cidata, drive)
     os.chmod(paths.cidata, 0o600)
+
+
+def _guest_id(host_id: int) -> int:
+    """The uid/gid the guest's login user gets: the host user's (so shared files match),
+    except root's: run from a root shell, the guest user must not join the root group."""
+    return host_id if host_id != 0 else 1000
 
 
 def _mount_tag(m: MountConfig) -> str:
