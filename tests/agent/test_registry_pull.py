@@ -282,3 +282,16 @@ def test_overlay_mount_honours_whiteouts(registry: RegistryServer, store: ImageS
         assert sorted(os.listdir(merged / "c")) == ["new"]
     finally:
         subprocess.run(["umount", str(merged)], check=True)
+
+
+def test_basic_auth_registry(tmp_path: Path) -> None:
+    with RegistryServer(htpasswd=("bob", "hunter2")) as reg:
+        push(reg, "private/app:1", make_image([files_layer({"p": b"private"})]))
+        store = ImageStore(tmp_path)
+        with pytest.raises(RegistryError, match="pull access denied"):
+            pull(store, f"{reg.host}/private/app:1")
+        image = asyncio.run(store.pull(f"{reg.host}/private/app:1", None, {"username": "bob", "password": "hunter2"}))
+        assert image.repo_tags == [f"{reg.host}/private/app:1"]
+        with pytest.raises(RegistryError, match="unauthorized"):
+            asyncio.run(store.login(f"http://{reg.host}/", "bob", "wrong"))
+        asyncio.run(store.login(reg.host, "bob", "hunter2"))

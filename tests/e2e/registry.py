@@ -59,10 +59,11 @@ def free_port() -> int:
 class RegistryServer:
     """docker-registry serving a temp directory on 127.0.0.1:<port>; a context manager."""
 
-    def __init__(self, root: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, root: Path | None = None, port: int | None = None, htpasswd: tuple[str, str] | None = None) -> None:
         self._tmp = None if root else tempfile.TemporaryDirectory(prefix="registry-")
         self.root = Path(root or self._tmp.name)  # type: ignore[union-attr]
         self.port = port or free_port()
+        self.htpasswd = htpasswd  # (user, password): the registry then asks for Basic auth
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,6 +91,7 @@ class RegistryServer:
             "log:\n  level: info\n  accesslog:\n    disabled: false\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n"
+            + (f"auth:\n  htpasswd:\n    realm: toolbox-test\n    path: {self._write_htpasswd()}\n" if self.htpasswd else "")
         )
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=log)
@@ -99,13 +101,22 @@ class RegistryServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/v2/", timeout=1, auth=self.htpasswd).status_code == 200:
                     (self.root / "registry.pid").write_text(str(self.proc.pid))
                     return self
             except requests.RequestException:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("docker-registry did not answer within 15 s")
+
+    def _write_htpasswd(self) -> Path:
+        import bcrypt
+
+        assert self.htpasswd is not None
+        user, password = self.htpasswd
+        path = self.root / "htpasswd"
+        path.write_text(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(5)).decode()}\n")
+        return path
 
     def stop(self) -> None:
         """Stop the process this fixture started (by its pid) and wait for it."""
@@ -412,22 +423,22 @@ def make_image(layers: list[bytes], *, compression: str = "gzip", oci: bool | No
 
 
 def _put_blob(reg: RegistryServer, repo: str, blob: Blob) -> None:
-    if requests.head(f"{reg.url}/v2/{repo}/blobs/{blob.digest}", timeout=10).status_code == 200:
+    if requests.head(f"{reg.url}/v2/{repo}/blobs/{blob.digest}", timeout=10, auth=reg.htpasswd).status_code == 200:
         return
-    start = requests.post(f"{reg.url}/v2/{repo}/blobs/uploads/", timeout=10)
+    start = requests.post(f"{reg.url}/v2/{repo}/blobs/uploads/", timeout=10, auth=reg.htpasswd)
     start.raise_for_status()
     location = start.headers["Location"]
     if location.startswith("/"):
         location = reg.url + location
     sep = "&" if "?" in location else "?"
     put = requests.put(f"{location}{sep}digest={blob.digest}", data=blob.data,
-                       headers={"Content-Type": "application/octet-stream"}, timeout=60)
+                       headers={"Content-Type": "application/octet-stream"}, timeout=60, auth=reg.htpasswd)
     put.raise_for_status()
 
 
 def _put_manifest(reg: RegistryServer, repo: str, ref: str, blob: Blob) -> None:
     resp = requests.put(f"{reg.url}/v2/{repo}/manifests/{ref}", data=blob.data,
-                        headers={"Content-Type": blob.media_type}, timeout=10)
+                        headers={"Content-Type": blob.media_type}, timeout=10, auth=reg.htpasswd)
     resp.raise_for_status()
 
 
