@@ -295,3 +295,10 @@ def test_basic_auth_registry(tmp_path: Path) -> None:
         with pytest.raises(RegistryError, match="unauthorized"):
             asyncio.run(store.login(f"http://{reg.host}/", "bob", "wrong"))
         asyncio.run(store.login(reg.host, "bob", "hunter2"))
+
+
+def test_published_whiteout_image(registry: RegistryServer, store: ImageStore) -> None:
+    image = pull(store, f"{registry.host}/test/whiteouts")
+    top = image.layer_dirs[-1]
+    assert stat.S_ISCHR(os.lstat(top / "data/gone").st_mode)
+    assert os.getxattr(top / "data/opaque", OPAQUE_XATTR) == b"y"

@@ -347,6 +347,16 @@ def files_layer(files: dict[str, bytes]) -> bytes:
     return tar_layer([Entry(name, data) for name, data in files.items()])
 
 
+def whiteout_layers() -> list[bytes]:
+    """Two layers over busybox: the second deletes /data/gone (whiteout) and makes /data/opaque
+    opaque, so a container must see only /data/kept and /data/opaque/new."""
+    base = tar_layer([Entry("data", kind="dir"), Entry("data/gone", b"gone\n"), Entry("data/kept", b"kept\n"),
+                      Entry("data/opaque", kind="dir"), Entry("data/opaque/old", b"old\n")])
+    top = tar_layer([Entry("data/gone", kind="whiteout"), Entry("data/opaque", kind="opaque"),
+                     Entry("data/opaque/new", b"new\n")])
+    return [base, top]
+
+
 def bench_layers(count: int = 5, size: int = 8 * 1024 * 1024, seed: int = 1) -> list[bytes]:
     """`count` layers of about `size` bytes each, half random, half text (compresses ~2:1)."""
     import random
@@ -477,7 +487,9 @@ def push_index(reg: RegistryServer, name: str, *images: BuiltImage, docker_list:
 
 
 def publish_defaults(reg: RegistryServer) -> dict[str, BuiltImage]:
-    """learn/tutorial:latest (busybox + a file, schema2) and busybox:latest (an OCI index, amd64 + arm64)."""
+    """learn/tutorial:latest (busybox + /etc/motd, schema2, gzip), busybox:latest (an OCI index,
+    amd64 + arm64; as library/busybox and busybox) and test/whiteouts:latest (OCI, zstd; see
+    whiteout_layers)."""
     tutorial = make_image([busybox_layer(), files_layer({"etc/motd": b"Welcome to the tutorial\n"})],
                           labels={"org.opencontainers.image.description": "learn/tutorial"})
     push(reg, "learn/tutorial:latest", tutorial)
@@ -485,7 +497,9 @@ def publish_defaults(reg: RegistryServer) -> dict[str, BuiltImage]:
     other = make_image([files_layer({"not-this-arch": b"arm64\n"})], arch="arm64")
     push_index(reg, "busybox:latest", busybox, other)  # docker.io-style path, for a mirror
     push_index(reg, "/busybox:latest", busybox, other)  # 127.0.0.1:PORT/busybox
-    return {"learn/tutorial:latest": tutorial, "busybox:latest": busybox}
+    whiteouts = make_image([busybox_layer(), *whiteout_layers()], compression="zstd")
+    push(reg, "test/whiteouts:latest", whiteouts)
+    return {"learn/tutorial:latest": tutorial, "busybox:latest": busybox, "test/whiteouts:latest": whiteouts}
 
 
 @pytest.fixture(scope="session")
