@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -22,6 +23,7 @@ from toolbox_agent.images import (
 )
 from toolbox_agent.images.reference import parse as parse_reference
 
+log = logging.getLogger("toolbox_agent.images")
 Handler = Callable[[Request], Awaitable[Response]]
 JSON = {"Content-Type": "application/json"}
 
@@ -189,6 +191,7 @@ async def progress_stream(start: Callable[[Callable[[dict[str, Any]], None]], Aw
         if isinstance(exc, ImageError):
             raise api_error(exc)
         if exc is not None:
+            log.error("image job failed", exc_info=exc)
             raise ApiError(500, str(exc))
         return Response(200, JSON, b"")
 
@@ -199,6 +202,8 @@ async def progress_stream(start: Callable[[Callable[[dict[str, Any]], None]], Aw
             item = await queue.get()
         exc = task.exception()
         if exc is not None:
+            if not isinstance(exc, ImageError):
+                log.error("image job failed", exc_info=exc)
             message = str(exc) or type(exc).__name__
             yield json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
 
