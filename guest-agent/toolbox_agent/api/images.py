@@ -120,32 +120,19 @@ def inspect(image: Image, api_version: str | None) -> dict[str, Any]:
     return out
 
 
-def history(image: Image) -> list[dict[str, Any]]:
+def history(image: Image, layer_size: Callable[[str], int]) -> list[dict[str, Any]]:
+    """Docker's history rows, newest first; layer_size(diff_id) gives each layer's size."""
     entries = image.config.get("history") or [{} for _ in image.layers]
     layers = iter(image.layers)
     out = []
     for entry in entries:
         rec = None if entry.get("empty_layer") else next(layers, None)
-        size = 0
-        if rec is not None:
-            size = int(image_layer_size(image, rec.diff_id))
         out.append({"Id": "<missing>", "Created": unix_time(entry.get("created", "")), "CreatedBy": entry.get("created_by", ""),
-                    "Tags": None, "Size": size, "Comment": entry.get("comment", "")})
+                    "Tags": None, "Size": layer_size(rec.diff_id) if rec else 0, "Comment": entry.get("comment", "")})
     out.reverse()
     if out:
         out[0].update({"Id": image.id, "Tags": image.repo_tags or None})
     return out
-
-
-def image_layer_size(image: Image, diff_id: str) -> int:
-    layer_dir = next((d for d, rec in zip(image.layer_dirs, image.layers) if rec.diff_id == diff_id), None)
-    if layer_dir is None:
-        return 0
-    try:
-        info = json.loads(layer_dir.with_name(layer_dir.name + ".json").read_bytes())
-        return int(info.get("size", 0))
-    except (OSError, ValueError):
-        return 0
 
 
 def _older(version: str, than: str) -> bool:
@@ -246,7 +233,8 @@ def routes(store: ImageStore) -> list[Route]:
         return json_response(inspect(store.get(req.path_params["name"]), req.api_version))
 
     async def history_image(req: Request) -> Response:
-        return json_response(history(store.get(req.path_params["name"])))
+        image = store.get(req.path_params["name"])
+        return json_response(history(image, lambda diff_id: int(store.layer_info(diff_id).get("size", 0))))
 
     async def tag_image(req: Request) -> Response:
         repo = req.arg("repo") or ""

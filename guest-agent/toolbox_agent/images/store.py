@@ -69,6 +69,7 @@ class ImageStore:
         self._meta: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         self._tags: dict[str, str] = {}
+        self._layer_infos: dict[str, dict[str, Any]] = {}
         self.pinned: dict[str, int] = {}  # blobs/layers in use by pulls, loads and saves in flight
         self._pin_lock = threading.Lock()  # loads pin from their worker thread
         self.inflight: dict[str, Any] = {}  # key -> asyncio.Future shared by concurrent pulls
@@ -114,11 +115,17 @@ class ImageStore:
         return self.root / "layers" / diff_id.removeprefix("sha256:")
 
     def layer_info(self, diff_id: str) -> dict[str, Any]:
+        """{diff_id, tar_size, size} of an extracted layer (sidecars never change: cached)."""
+        info = self._layer_infos.get(diff_id)
+        if info is not None:
+            return info
         path = self.root / "layers" / (diff_id.removeprefix("sha256:") + ".json")
         try:
-            return dict(json.loads(path.read_bytes()))
+            info = dict(json.loads(path.read_bytes()))
         except (OSError, ValueError):
             return {"diff_id": diff_id, "tar_size": 0, "size": 0}
+        self._layer_infos[diff_id] = info
+        return info
 
     def has_layer(self, diff_id: str) -> bool:
         return self.layer_dir(diff_id).is_dir()
@@ -385,6 +392,7 @@ class ImageStore:
         for path in (self.root / "layers").iterdir():
             hexid = path.name.removesuffix(".json")
             if "sha256:" + hexid not in keep:
+                self._layer_infos.pop("sha256:" + hexid, None)
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
