@@ -1,7 +1,7 @@
 # Boot stages of build.sh (sourced): the initramfs, the squashfs root and the hybrid
 # BIOS/UEFI ISO. Every file is stamped with SOURCE_DATE_EPOCH so the bytes repeat.
 
-CMDLINE="console=ttyS0,115200 quiet cgroup_no_v1=all"
+CMDLINE="console=ttyS0,115200 quiet cgroup_no_v1=all transparent_hugepage=never"
 
 stamp() { find "$1" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +; }
 
@@ -9,27 +9,29 @@ build_initramfs() { # WORK
 	local work=$1 root=$1/rootfs stage=$1/initramfs kver mod rel applet
 	kver=$(cat "$work/kver")
 	rm -rf "$stage"
-	mkdir -p "$stage"/{bin,dev,proc,sys,medium,lower,rw,newroot,lib/modules}
+	mkdir -p "$stage"/{bin,dev,proc,sys,medium,lower,rw,newroot,lib/modules/"$kver"}
 	cp "$root/bin/busybox" "$stage/bin/busybox"
 	for applet in $("$stage/bin/busybox" --list); do
 		[ "$applet" = busybox ] || ln -s busybox "$stage/bin/$applet"
 	done
 	mknod -m 600 "$stage/dev/console" c 5 1
 	mknod -m 666 "$stage/dev/null" c 1 3
-	# Storage drivers in load order: each module after what it depends on.
-	for mod in $(module_list "$HERE/modules-initramfs.txt"); do
+	# The storage drivers and what they depend on, with their lines of modules.dep, so
+	# that one busybox modprobe loads them all.
+	module_list "$HERE/modules-initramfs.txt" >"$stage/lib/modules/load.list"
+	for mod in $(cat "$stage/lib/modules/load.list"); do
 		chroot "$root" modprobe -S "$kver" --show-depends "$mod"
 	done | awk '$1 == "insmod" && !seen[$2]++ {print $2}' | while read -r mod; do
 		rel=${mod#/lib/modules/$kver/}
-		mkdir -p "$(dirname "$stage/lib/modules/$rel")"
-		cp "$root$mod" "$stage/lib/modules/$rel"
-		echo "$rel"
-	done >"$stage/lib/modules/load.order"
+		mkdir -p "$(dirname "$stage/lib/modules/$kver/$rel")"
+		cp "$root$mod" "$stage/lib/modules/$kver/$rel"
+		grep "^$rel:" "$root/lib/modules/$kver/modules.dep"
+	done >"$stage/lib/modules/$kver/modules.dep"
 	install -m 0755 "$HERE/initramfs/init" "$stage/init"
 	stamp "$stage"
 	(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort |
 		cpio --quiet -o -H newc -R 0:0 --reproducible) | zstd -q -19 -T1 >"$work/initrd.img"
-	log "initramfs: $(wc -l <"$stage/lib/modules/load.order") modules, $(du -h "$work/initrd.img" | cut -f1)"
+	log "initramfs: $(wc -l <"$stage/lib/modules/$kver/modules.dep") modules, $(du -h "$work/initrd.img" | cut -f1)"
 }
 
 build_iso() { # WORK

@@ -1,6 +1,9 @@
 # Root filesystem stages of build.sh (sourced): mmdebstrap, kernel modules, the toolbox
 # overlay and user, then trimming what a read-only guest never reads.
 
+INIT_APPLETS="acpid awk cat chmod chown cmp cp cut findfs grep head hostname ip kill ln mkdir
+	modprobe mount poweroff reboot rm sed sleep sync udhcpc umount"
+
 packages() { grep -v -e '^#' -e '^[[:space:]]*$' "$HERE/packages.txt" | sort -u | paste -sd, -; }
 module_list() { grep -v -e '^#' -e '^[[:space:]]*$' "$1"; }
 
@@ -59,6 +62,11 @@ customize_rootfs() { # WORK
 	chmod 0440 "$root/etc/sudoers.d/toolbox"
 	chmod 0644 "$root/etc/ssh/sshd_config"
 	ln -sfn /usr/lib/toolbox/init "$root/sbin/init"
+	# busybox applets for init's boot path, ahead of the dynamically linked tools in PATH.
+	mkdir -p "$root/usr/lib/toolbox/bin"
+	for applet in $INIT_APPLETS; do
+		ln -sfn /bin/busybox "$root/usr/lib/toolbox/bin/$applet"
+	done
 	# The login user: no password at all ('*': no password matches, yet sshd does not
 	# treat the account as locked), keys only. init gives it the Mac user's uid/gid.
 	chroot "$root" useradd --create-home --user-group --uid 1000 --shell /bin/bash toolbox
@@ -69,6 +77,11 @@ customize_rootfs() { # WORK
 	cp -r "$REPO/guest-agent/toolbox_agent" "$root/usr/lib/toolbox/agent/"
 	find "$root/usr/lib/toolbox/agent" -name __pycache__ -prune -exec rm -rf {} +
 	chroot "$root" python3 -m compileall -q --invalidation-mode unchecked-hash /usr/lib/toolbox/agent
+	# What init reads ahead in the background while it boots: sshd, the agent's python and
+	# their libraries (the squashfs is xz: its first read is the slow part of an exec).
+	chroot "$root" ldd /usr/sbin/sshd /usr/bin/python3.11 |
+		awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u |
+		cat - <(echo /usr/sbin/sshd; echo /usr/bin/python3.11) >"$root/usr/lib/toolbox/readahead.list"
 	echo toolbox >"$root/etc/hostname"
 	: >"$root/etc/machine-id"
 }
@@ -82,7 +95,17 @@ trim_rootfs() { # ROOT
 		"$root"/usr/lib/x86_64-linux-gnu/libperl.so* "$root"/usr/bin/perl*
 	rm -rf "$root"/usr/lib/x86_64-linux-gnu/gconv "$root"/usr/include
 	find "$root/usr/lib" -name '*.a' -delete
-	rm -rf "$root"/usr/lib/python3.11/{ensurepip,idlelib,lib2to3,tkinter,turtledemo,pydoc_data,config-3.11-x86_64-linux-gnu}
+	rm -rf "$root"/usr/lib/python3.11/{ensurepip,idlelib,lib2to3,tkinter,turtledemo,pydoc_data,test,config-3.11-x86_64-linux-gnu}
+	rm -f "$root"/usr/lib/python3.11/lib-dynload/{_test,_ctypes_test,xxlimited,_xxtestfuzz}*
+	# Client-side and admin tools nobody runs inside the guest (sshd needs none of them).
+	rm -f "$root"/usr/bin/{openssl,ssh,scp,sftp,ssh-add,ssh-agent,ssh-keyscan,slogin,pzstd,localedef,cvtsudoers} \
+		"$root"/usr/bin/dpkg* "$root"/usr/sbin/{sudo_logsrvd,tipc,devlink,ldconfig,debugfs}
+	# Python's standard library (and h11) as byte code only: half the size, imports as fast;
+	# tracebacks into the standard library show no source lines. The agent keeps its sources.
+	find "$root"/usr/lib/python3.11 "$root"/usr/lib/python3/dist-packages -name __pycache__ -prune -exec rm -rf {} +
+	chroot "$root" python3 -m compileall -q -b -j 1 /usr/lib/python3.11 /usr/lib/python3/dist-packages >/dev/null || true
+	find "$root"/usr/lib/python3.11 "$root"/usr/lib/python3/dist-packages -name '*.py' -exec sh -c \
+		'for f; do [ -f "${f}c" ] && rm "$f"; done' sh {} +
 	rm -rf "$root"/var/lib/dpkg/info "$root"/var/lib/apt "$root"/var/cache/* "$root"/var/log/*
 	rm -rf "$root"/etc/apt "$root"/usr/share/doc-base
 	find "$root/tmp" "$root/run" -mindepth 1 -delete

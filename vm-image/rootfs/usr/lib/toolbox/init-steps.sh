@@ -1,14 +1,17 @@
-# Steps of the toolbox init, sourced by /usr/lib/toolbox/init (bash, PID 1).
+# Steps of the toolbox init, sourced by /usr/lib/toolbox/init (busybox sh, PID 1).
 # Each step logs what it did; a failing step logs and lets the boot go on, so that
 # sshd comes up whenever it can.
 
 CIDATA="$RUN/cidata"
 AGENT_SUP=
-SOCK_GROUP=toolbox
+
+is_mounted() { grep -q " $1 " /proc/mounts; }
 
 # --- mounts --------------------------------------------------------------------------
 
 step_mounts() {
+	# Decompress sshd, python and their libraries on the other CPU while we boot.
+	cat $(cat "$TB/readahead.list") >/dev/null 2>&1 &
 	mkdir -p /dev/pts /dev/shm "$RUN"
 	mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 	mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm
@@ -16,46 +19,42 @@ step_mounts() {
 	ln -sfn /proc/self/fd/0 /dev/stdin
 	ln -sfn /proc/self/fd/1 /dev/stdout
 	ln -sfn /proc/self/fd/2 /dev/stderr
-	log "proc, sys, dev, devpts, shm mounted"
 	# cgroup v2 only (the kernel runs with cgroup_no_v1=all), every controller delegated.
 	mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
-	local c controllers
-	controllers=$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)
+	read -r controllers </sys/fs/cgroup/cgroup.controllers
 	for c in $controllers; do
-		echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || log "cgroup2: cannot enable $c"
+		echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control || log "cgroup2: cannot enable $c"
 	done
-	log "cgroup2 mounted at /sys/fs/cgroup (subtree: $(cat /sys/fs/cgroup/cgroup.subtree_control))"
+	read -r controllers </sys/fs/cgroup/cgroup.subtree_control
+	log "cgroup2 mounted at /sys/fs/cgroup (subtree: $controllers)"
 	echo 0 >/proc/sys/kernel/ctrl-alt-del # ctrl-alt-del -> SIGINT to us, not an instant reset
-	modprobe -a -q evdev button virtio_net e1000 virtio_rng ext4 overlay 2>/dev/null
+	modprobe -a -q evdev button virtio_net e1000 ext4
 	log "modules loaded"
 }
 
 # --- data disk -----------------------------------------------------------------------
 
-# The first whole disk with no partition table and no filesystem, or nothing.
+# The first whole disk (vd*, sd*) that is writable and empty: its first MiB is all zeros
+# (no partition table, no filesystem, no LVM or RAID signature).
 first_empty_disk() {
-	local sys name
 	for sys in /sys/block/vd* /sys/block/sd*; do
 		[ -e "$sys" ] || continue
-		name=${sys##*/}
-		[ "$(cat "$sys/ro")" = 0 ] && [ "$(cat "$sys/size")" != 0 ] || continue
-		compgen -G "$sys/$name*" >/dev/null && continue # has partitions
-		blkid -p "/dev/$name" >/dev/null 2>&1 && continue # has a signature
-		echo "/dev/$name"
-		return 0
+		read -r ro <"$sys/ro"
+		read -r size <"$sys/size"
+		[ "$ro" = 0 ] && [ "$size" -gt 2048 ] || continue
+		dev=/dev/${sys##*/}
+		cmp -s -n 1048576 "$dev" /dev/zero && { echo "$dev"; return 0; }
 	done
 	return 1
 }
 
 step_data_disk() {
 	mkdir -p "$DATA"
-	local dev
-	dev=$(blkid -c /dev/null -o device -t LABEL=toolbox-data | head -n 1)
-	if [ -z "$dev" ]; then
-		if dev=$(first_empty_disk); then
-			log "formatting empty disk $dev as ext4 (label toolbox-data)"
-			mkfs.ext4 -q -F -L toolbox-data -m 0 "$dev" || { log "mkfs.ext4 $dev failed"; dev=; }
-		fi
+	dev=$(findfs LABEL=toolbox-data 2>/dev/null)
+	if [ -z "$dev" ] && dev=$(first_empty_disk); then
+		log "formatting empty disk $dev as ext4 (label toolbox-data)"
+		mkfs.ext4 -q -F -L toolbox-data -m 0 -E lazy_itable_init=1,lazy_journal_init=1 "$dev" ||
+			{ log "mkfs.ext4 $dev failed"; dev=; }
 	fi
 	if [ -n "$dev" ] && mount -t ext4 -o noatime "$dev" "$DATA"; then
 		log "data disk $dev mounted at $DATA"
@@ -68,17 +67,17 @@ step_data_disk() {
 # --- config drive --------------------------------------------------------------------
 
 step_config_drive() {
-	local dev
-	dev=$(blkid -c /dev/null -o device -t LABEL=cidata | head -n 1)
-	[ -n "$dev" ] || dev=$(blkid -c /dev/null -o device -t LABEL=CIDATA | head -n 1)
 	mkdir -p "$CIDATA"
+	dev=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null)
 	if [ -z "$dev" ] || ! mount -t iso9660 -o ro "$dev" "$CIDATA"; then
 		log "no config drive: own host key, nobody can log in"
 		return
 	fi
-	log "config drive $dev mounted (version $(head -n 1 "$CIDATA/version" 2>/dev/null))"
+	read -r version <"$CIDATA/version"
+	log "config drive $dev mounted (format $version)"
 	if [ -f "$CIDATA/agent.json" ]; then
-		install -m 0600 "$CIDATA/agent.json" "$RUN/agent.json"
+		cp "$CIDATA/agent.json" "$RUN/agent.json"
+		chmod 0600 "$RUN/agent.json"
 		mkdir -p /etc/toolbox
 		ln -sfn "$RUN/agent.json" /etc/toolbox/agent.json
 	fi
@@ -86,36 +85,39 @@ step_config_drive() {
 
 # --- hostname, user, keys, mounts ----------------------------------------------------
 
+# The toolbox user and group get the Mac user's uid/gid (so shared files match). A gid
+# that already names another group becomes toolbox's primary group as it is; the
+# toolbox group (which owns the agent's socket) then keeps its own gid.
 set_user_ids() {
-	local uid=$1 gid=$2 owner
-	owner=$(getent passwd "$uid" | cut -d: -f1)
+	uid=$1 gid=$2
+	owner=$(awk -F: -v id="$uid" '$3 == id {print $1}' /etc/passwd)
 	if [ -n "$owner" ] && [ "$owner" != toolbox ]; then
-		log "uid $uid belongs to $owner: toolbox keeps uid $(id -u toolbox)"
-		uid=$(id -u toolbox)
+		log "uid $uid belongs to $owner: toolbox keeps its uid"
+		uid=$(awk -F: '$1 == "toolbox" {print $3}' /etc/passwd)
 	fi
-	owner=$(getent group "$gid" | cut -d: -f1)
+	owner=$(awk -F: -v id="$gid" '$3 == id {print $1}' /etc/group)
 	if [ -z "$owner" ]; then
-		groupmod -g "$gid" toolbox
+		sed -i "s/^toolbox:x:[0-9]*:/toolbox:x:$gid:/" /etc/group
 	elif [ "$owner" != toolbox ]; then
-		log "gid $gid is group $owner: used as toolbox's primary group"
+		sed -i "s/^\($owner:x:$gid:.*[^:]\)\$/\1,toolbox/; s/^\($owner:x:$gid:\)\$/\1toolbox/" /etc/group
 	fi
-	usermod -u "$uid" -g "$gid" -a -G toolbox toolbox
+	sed -i "s/^toolbox:x:[0-9]*:[0-9]*:/toolbox:x:$uid:$gid:/" /etc/passwd
 	chown -R "$uid:$gid" /home/toolbox
+	USER_IDS="$uid:$gid"
 }
 
 mount_shares() {
-	local type tag path mode opts
 	while read -r type tag path mode; do
 		case "$type" in '' | '#'*) continue ;; esac
 		mkdir -p "$path"
 		case "$type" in
 		9p)
-			modprobe -q 9pnet_virtio; modprobe -q 9p
+			modprobe -a -q 9pnet_virtio 9p
 			opts="trans=virtio,version=9p2000.L,msize=512000,$mode"
 			;;
 		vboxsf)
 			modprobe -q vboxsf
-			opts="uid=$(id -u toolbox),gid=$(id -g toolbox),$mode"
+			opts="uid=${USER_IDS%:*},gid=${USER_IDS#*:},$mode"
 			;;
 		*)
 			log "mount $tag: unknown type $type, skipped"
@@ -131,28 +133,34 @@ mount_shares() {
 }
 
 step_identity() {
-	local host=toolbox name uid gid
+	host=toolbox
 	[ -s "$CIDATA/hostname" ] && read -r host <"$CIDATA/hostname"
 	hostname "$host"
 	echo "$host" >/etc/hostname
 	printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$host" >/etc/hosts
+	USER_IDS=1000:1000
 	if [ -s "$CIDATA/user" ]; then
 		read -r name uid gid <"$CIDATA/user"
 		[ "$name" = toolbox ] || log "config drive user $name: the login user is always toolbox"
 		set_user_ids "$uid" "$gid"
 	fi
 	if [ -f "$CIDATA/authorized_keys" ]; then
-		install -d -m 0700 -o toolbox -g "$(id -g toolbox)" /home/toolbox/.ssh
-		install -m 0600 -o toolbox -g "$(id -g toolbox)" "$CIDATA/authorized_keys" /home/toolbox/.ssh/
+		mkdir -p /home/toolbox/.ssh
+		cp "$CIDATA/authorized_keys" /home/toolbox/.ssh/authorized_keys
+		chmod 0700 /home/toolbox/.ssh
+		chmod 0600 /home/toolbox/.ssh/authorized_keys
+		chown -R "$USER_IDS" /home/toolbox/.ssh
 	fi
 	if [ -f "$CIDATA/ssh_host_ed25519_key" ]; then
-		install -m 0600 "$CIDATA/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key
-		install -m 0644 "$CIDATA/ssh_host_ed25519_key.pub" /etc/ssh/ssh_host_ed25519_key.pub
-		log "hostname $host, user toolbox $(id -u toolbox):$(id -g toolbox), host key from config drive"
+		cp "$CIDATA/ssh_host_ed25519_key" "$CIDATA/ssh_host_ed25519_key.pub" /etc/ssh/
+		chmod 0600 /etc/ssh/ssh_host_ed25519_key
+		chmod 0644 /etc/ssh/ssh_host_ed25519_key.pub
+		keysrc="from config drive"
 	else
 		ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f /etc/ssh/ssh_host_ed25519_key
-		log "hostname $host, user toolbox $(id -u toolbox):$(id -g toolbox), host key generated"
+		keysrc=generated
 	fi
+	log "hostname $host, user toolbox $USER_IDS, host key $keysrc"
 	[ -f "$CIDATA/mounts" ] && mount_shares
 }
 
@@ -160,11 +168,9 @@ step_identity() {
 
 step_network() {
 	ip link set lo up
-	local nic
-	for nic in /sys/class/net/*; do
-		nic=${nic##*/}
-		[ "$nic" != lo ] && break
-		nic=
+	nic=
+	for dir in /sys/class/net/*; do
+		[ "${dir##*/}" != lo ] && { nic=${dir##*/}; break; }
 	done
 	if [ -z "$nic" ]; then
 		log "network: no NIC"
@@ -172,9 +178,11 @@ step_network() {
 	fi
 	ip link set "$nic" up
 	# Returns with a lease (then renews it in the background), or goes to the background.
-	busybox udhcpc -i "$nic" -s "$TB/udhcpc.script" -t 20 -T 1 -A 5 -b \
-		-p "$RUN/udhcpc.pid" -x "hostname:$(hostname)" >/dev/null 2>&1
-	log "network: $nic $(ip -4 -o addr show dev "$nic" | awk '{print $4}' | head -n 1) (DHCP), lo up"
+	udhcpc -i "$nic" -s "$TB/udhcpc.script" -t 20 -T 1 -b -p "$RUN/udhcpc.pid" \
+		-x "hostname:$host" >/dev/null 2>&1
+	addr=$(ip -4 -o addr show dev "$nic")
+	addr=${addr#*inet }
+	log "network: lo up, $nic ${addr%% *} (DHCP)"
 }
 
 # --- sshd ----------------------------------------------------------------------------
@@ -192,23 +200,26 @@ step_sshd() {
 # --- guest agent ---------------------------------------------------------------------
 
 step_agent() {
-	local logf="$DATA/log/toolbox-agent.log"
-	mountpoint -q "$DATA" || logf="$RUN/toolbox-agent.log"
+	logf="$DATA/log/toolbox-agent.log"
+	is_mounted "$DATA" || logf="$RUN/toolbox-agent.log"
 	ln -sfn "$logf" /var/log/toolbox-agent.log
 	# The agent runs as root with primary group toolbox, so the socket it creates
 	# (/run/toolbox/docker.sock, mode 0660) is open to the toolbox user.
 	"$TB/supervise" agent "$logf" \
-		setpriv --regid=toolbox --clear-groups -- \
+		/usr/bin/setpriv --regid=toolbox --clear-groups -- \
 		env PYTHONPATH=/usr/lib/toolbox/agent python3 -m toolbox_agent &
 	AGENT_SUP=$!
 	log "guest agent started under supervision (log $logf)"
-	busybox acpid -c /etc/acpi -l /var/log/acpid.log -p "$RUN/acpid.pid"
+	acpid -c /etc/acpi -l /var/log/acpid.log -p "$RUN/acpid.pid"
 }
 
 step_ready() {
-	local total avail
-	total=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
-	avail=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
+	while read -r key value _; do
+		case "$key" in
+		MemTotal:) total=$value ;;
+		MemAvailable:) avail=$value ;;
+		esac
+	done </proc/meminfo
 	log "ready (memory in use: $(((total - avail) / 1024)) MB of $((total / 1024)) MB)"
 }
 
@@ -216,10 +227,11 @@ step_ready() {
 
 # wait_gone PID TENTHS: wait for PID to exit, at most TENTHS tenths of a second.
 wait_gone() {
-	local i
-	for ((i = 0; i < $2; i++)); do
+	i=0
+	while [ "$i" -lt "$2" ]; do
 		kill -0 "$1" 2>/dev/null || return 0
 		sleep 0.1
+		i=$((i + 1))
 	done
 	return 1
 }
@@ -237,11 +249,12 @@ shutdown() {
 	sleep 0.5
 	kill -KILL -1 2>/dev/null
 	sync
-	if mountpoint -q "$DATA"; then
-		umount -R "$DATA" 2>/dev/null || mount -o remount,ro "$DATA"
+	if is_mounted "$DATA"; then
+		umount "$DATA" 2>/dev/null || /usr/bin/umount -R "$DATA" 2>/dev/null ||
+			mount -o remount,ro "$DATA"
 		log "data disk unmounted"
 	fi
 	sync
 	log "$1"
-	busybox "$1" -f
+	"$1" -f
 }
