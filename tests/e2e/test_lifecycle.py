@@ -64,7 +64,7 @@ def _second_release(server: FileServer) -> str:
     marker.write_text("v2\n")
     iso = v2 / "toolbox.iso"
     subprocess.run(["xorriso", "-indev", str(IMAGE_OUT / "toolbox.iso"), "-outdev", str(iso),
-                    "-boot_image", "any", "replay", "-map", str(marker), "/upgrade-marker"],
+                    "-boot_image", "any", "keep", "-map", str(marker), "/upgrade-marker"],
                    check=True, capture_output=True)
     manifest = json.loads((IMAGE_OUT / "manifest.json").read_text())
     sha = hashlib.sha256(iso.read_bytes()).hexdigest()
