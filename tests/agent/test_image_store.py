@@ -86,7 +86,9 @@ def test_prune(registry: RegistryServer, tmp_path: Path) -> None:
     tutorial = store.get(f"{registry.host}/learn/tutorial")
     store.remove(f"{registry.host}/learn/tutorial", force=True)  # nothing uses it: deleted outright
     assert store.prune() == ([], 0)
-    records, _ = store.prune(all_images=True)
+    busybox = store.get(f"{registry.host}/busybox")
+    records, freed = store.prune(all_images=True)
+    assert freed == busybox.size  # each layer counted once
     assert [r for r in records if "Deleted" in r] and store.list() == []
     assert tutorial.id not in {im.id for im in store.list()}
 

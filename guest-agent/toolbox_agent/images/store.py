@@ -366,19 +366,18 @@ class ImageStore:
     def prune(self, *, all_images: bool = False) -> tuple[builtins.list[dict[str, str]], int]:
         """Remove dangling images (all unused ones with all_images); returns records, bytes freed."""
         records: builtins.list[dict[str, str]] = []
-        freed = 0
         for image in self.list():
             if self.in_use(image.id) or (image.repo_tags and not all_images):
                 continue
-            freed += image.size
             records += self._untag_all(image.id)
             self._delete(image.id)
             records.append({"Deleted": image.id})
-        self.gc()
-        return records, freed
+        return records, self.gc()
 
-    def gc(self) -> None:
-        """Delete blobs and layers that no image references and no pull or load holds."""
+    def gc(self) -> int:
+        """Delete blobs and layers no image references and no pull or load holds; returns the
+        bytes of layer content freed (what `docker image prune` reports)."""
+        freed = 0
         with self._pin_lock:
             keep = set(self.pinned)
         for meta in self._meta.values():
@@ -389,14 +388,17 @@ class ImageStore:
         for path in (self.root / "blobs" / "sha256").iterdir():
             if "sha256:" + path.name not in keep:
                 with_suppress_unlink(path)
-        for path in (self.root / "layers").iterdir():
-            hexid = path.name.removesuffix(".json")
-            if "sha256:" + hexid not in keep:
-                self._layer_infos.pop("sha256:" + hexid, None)
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with_suppress_unlink(path)
+        doomed = [p for p in (self.root / "layers").iterdir() if "sha256:" + p.name.removesuffix(".json") not in keep]
+        for path in doomed:  # sizes first: a sidecar may go before its directory
+            if path.suffix != ".json":
+                freed += int(self.layer_info("sha256:" + path.name).get("size", 0))
+        for path in doomed:
+            self._layer_infos.pop("sha256:" + path.name.removesuffix(".json"), None)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with_suppress_unlink(path)
+        return freed
 
     # -- pull, save, load, search (in their own modules) ------------------------------------
 
