@@ -51,6 +51,7 @@ TCG_XML = """<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" xml
     <acpi />
     <apic />
   </features>
+  <cpu mode="maximum" />
   <clock offset="utc" />
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>

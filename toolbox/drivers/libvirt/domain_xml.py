@@ -76,9 +76,16 @@ def _features_and_cpu(root: ET.Element, spec: VMSpec, facts: HostFacts) -> None:
         # tree instead, where QEMU's virt machine signals the power button on a GPIO key.
         _sub(features, "gic", version="3" if facts.domain_type == "qemu" else "2")
     if facts.domain_type in ("kvm", "hvf"):
-        # With hardware help the guest sees the host CPU; under TCG QEMU's default model
-        # is the one every QEMU build emulates.
-        _sub(root, "cpu", mode="host-passthrough")
+        _sub(root, "cpu", mode="host-passthrough")  # with hardware help, the host's CPU
+    elif spec.arch == "x86_64":
+        # Under TCG, QEMU's "max": every feature it can emulate, as the QEMU driver does.
+        # libvirt's default (qemu64) lacks SSE4.2/POPCNT, which the guest's software uses.
+        _sub(root, "cpu", mode="maximum")
+    else:
+        # arm under TCG: cortex-a72 rather than max, whose emulated pointer
+        # authentication makes TCG several times slower (as the QEMU driver chooses).
+        cpu = _sub(root, "cpu", mode="custom")
+        _sub(cpu, "model", "cortex-a72")
     _sub(root, "clock", offset="utc")
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")

@@ -189,6 +189,11 @@ class LibvirtDriver:
             if state == 3:  # VIR_DOMAIN_PAUSED: paused in memory; carry on
                 self._call(f"resuming {dom.name()}", dom.resume)
             elif not dom.isActive():
+                if not dom.hasManagedSaveImage(0):
+                    # A fresh boot follows this boot's spec: the accelerator is probed only
+                    # now (create got the configured one), and the image may be new.
+                    xml = self.domain_xml(conn, spec, uuid=dom.UUIDString())
+                    self._call(f"updating {dom.name()}", conn.defineXML, xml)
                 # With a managed-save image, create() restores it instead of booting.
                 self._call(f"starting {dom.name()}", dom.create)
 
