@@ -118,7 +118,7 @@ def _screen_until(session: str, text: str, timeout: float = 120) -> str:
 def test_run_it_through_tmux(docker_env: dict[str, str]) -> None:
     _tmux("tb-run-it", f"{DOCKER} run -it --rm learn/tutorial sh", docker_env)
     try:
-        _screen_until("tb-run-it", "# ")
+        _screen_until("tb-run-it", "/ #")
         subprocess.run(["tmux", "send-keys", "-t", "tb-run-it", "echo typed $((6*7)); stty size; exit 5", "Enter"], check=True)
         screen = _screen_until("tb-run-it", "EXIT=")
         assert "typed 42" in screen and "30 100" in screen and "EXIT=5" in screen
@@ -131,7 +131,7 @@ def test_exec_it_through_tmux(docker_env: dict[str, str]) -> None:
     assert docker_cli(docker_env, "run", "-d", "--name", "execbox", "learn/tutorial", "sleep", "600").returncode == 0
     try:
         _tmux("tb-exec-it", f"{DOCKER} exec -it execbox sh", docker_env)
-        _screen_until("tb-exec-it", "# ")
+        _screen_until("tb-exec-it", "/ #")
         subprocess.run(["tmux", "send-keys", "-t", "tb-exec-it", "echo in-exec; exit 9", "Enter"], check=True)
         screen = _screen_until("tb-exec-it", "EXIT=")
         assert "in-exec" in screen and "EXIT=9" in screen

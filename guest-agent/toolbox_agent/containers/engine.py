@@ -151,8 +151,10 @@ class ContainerEngine:
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
             try:
                 await self._start(c)
-            except Exception:
+            except BaseException:
                 await rootfs.unmount(c.dir)
+                if c.host_config.get("AutoRemove"):  # as Docker: --rm also covers a failed start
+                    asyncio.ensure_future(self.remove(c.id, force=True))
                 raise
 
     async def _start(self, c: Container) -> None:
