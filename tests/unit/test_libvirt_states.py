@@ -17,6 +17,8 @@ from toolbox.drivers.libvirt.states import map_state
         (s.SHUTDOWN, 1, False, VMState.RUNNING, ("shutting down",)),
         (s.PAUSED, 1, False, VMState.SUSPENDED, ("paused in memory: paused by the user",)),
         (s.PAUSED, 5, False, VMState.BROKEN, ("paused: stopped on a disk I/O error",)),
+        (s.PAUSED, 11, False, VMState.RUNNING, ("briefly paused by libvirt: starting up",)),
+        (s.PAUSED, 3, False, VMState.RUNNING, ("briefly paused by libvirt: being saved",)),
         (s.PMSUSPENDED, 0, False, VMState.SUSPENDED, ("the guest suspended itself to RAM",)),
         (s.SHUTOFF, 1, False, VMState.STOPPED, ()),
         (s.SHUTOFF, 2, False, VMState.STOPPED, ()),

@@ -28,7 +28,7 @@ from toolbox.drivers.libvirt.connection import (
     translate,
 )
 from toolbox.drivers.libvirt.domain_xml import HostFacts, build_domain_xml, domain_name, domain_type_for
-from toolbox.drivers.libvirt.states import map_state
+from toolbox.drivers.libvirt.states import PAUSED_USER, map_state
 from toolbox.errors import DriverError, ToolMissing
 from toolbox.run import run
 
@@ -188,8 +188,8 @@ class LibvirtDriver:
     def start(self, spec: VMSpec) -> None:
         with self._conn() as conn:
             dom = self._require(conn, spec)
-            state, _reason = self._call("reading the domain state", dom.state)
-            if state == 3:  # VIR_DOMAIN_PAUSED: paused in memory; carry on
+            state, reason = self._call("reading the domain state", dom.state)
+            if (state, reason) == (3, PAUSED_USER):  # paused in memory by someone: carry on
                 self._call(f"resuming {dom.name()}", dom.resume)
             elif not dom.isActive():
                 if not dom.hasManagedSaveImage(0):
@@ -217,7 +217,7 @@ class LibvirtDriver:
     def _graceful(self, dom: Any, timeout: float) -> bool:
         """Press the ACPI power button until the guest is off or time runs out."""
         libvirt = import_libvirt()
-        if dom.state()[0] == 3:  # a paused guest cannot see the button
+        if tuple(dom.state()) == (3, PAUSED_USER):  # a paused guest cannot see the button
             self._call(f"resuming {dom.name()}", dom.resume)
         deadline = time.monotonic() + timeout
         next_press = 0.0

@@ -43,6 +43,9 @@ _PAUSED_REASONS = {
 }
 # Paused because the VM cannot go on, not because someone asked.
 _PAUSED_BROKEN = {5, 6, 10, 13}
+# Paused for a moment by libvirt itself while it does something; the VM is on its way.
+_PAUSED_TRANSIENT = {2, 3, 4, 8, 9, 11, 12}
+PAUSED_USER = 1
 
 
 def map_state(state: int, reason: int, *, has_managed_save: bool) -> VMStatus:
@@ -59,6 +62,8 @@ def map_state(state: int, reason: int, *, has_managed_save: bool) -> VMStatus:
         why = _PAUSED_REASONS.get(reason, f"reason {reason}")
         if reason in _PAUSED_BROKEN:
             return VMStatus(VMState.BROKEN, (f"paused: {why}",))
+        if reason in _PAUSED_TRANSIENT:
+            return VMStatus(VMState.RUNNING, (f"briefly paused by libvirt: {why}",))
         return VMStatus(VMState.SUSPENDED, (f"paused in memory: {why}",))
     if state == PMSUSPENDED:
         return VMStatus(VMState.SUSPENDED, ("the guest suspended itself to RAM",))
