@@ -36,6 +36,10 @@ def test_spec_has_docker_defaults() -> None:
     assert "/proc/kcore" in s["linux"]["maskedPaths"] and "/proc/sys" in s["linux"]["readonlyPaths"]
     assert s["linux"]["cgroupsPath"] == "/toolbox/c1" and s["linux"]["resources"]["memory"]["limit"] == 1 << 20
     assert {m["destination"] for m in s["mounts"]} >= {"/proc", "/dev", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+    denied = s["linux"]["seccomp"]["syscalls"][0]["names"]
+    assert "kexec_load" in denied and "mount" in denied and "read" not in denied
+    inp.host_config = {"Privileged": True}
+    assert "seccomp" not in build_spec(inp)["linux"]
 
 
 def test_resolve_user_and_signals() -> None:
