@@ -30,6 +30,8 @@ from paramiko.message import Message
 from toolbox.errors import GuestTimeout, HostKeyMismatch, SSHError
 
 USER = "toolbox"
+PROBE_TIMEOUT = 2.0  # seconds one banner probe waits (a probe made before the guest's NIC
+# was up stalls in QEMU's retransmits; a new one gets through)
 
 # While a guest boots, every failed try makes paramiko log a traceback at ERROR level;
 # those failures are expected and reported by us. `--debug` (a root handler) still shows them.
@@ -100,29 +102,45 @@ def connect(
     return client
 
 
+def banner_seen(host: str, port: int, timeout: float) -> bool:
+    """Whether an SSH server sends its "SSH-" banner on (host, port) within `timeout`."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
 def wait_for_ssh(
     host: str, port: int, key_path: Path, host_pubkey: Path, timeout: float,
     alive: Any = None, user: str = USER,
 ) -> paramiko.SSHClient:
-    """Retry `connect` until it works or `timeout` passes (GuestTimeout).
+    """Wait until `connect` works, or GuestTimeout after `timeout` seconds.
 
-    While the guest boots, QEMU accepts the TCP connection and drops it, so failures are
-    expected; a host key mismatch is not and ends the wait at once. `alive()` (optional)
-    is asked between tries so a VM that died is reported now, not after the timeout.
+    While the guest boots, QEMU's user network accepts the TCP connection at once and
+    then stalls or drops it, so a full paramiko connect could sit in its banner timeout
+    long after sshd came up. Instead a cheap raw probe (short timeout, tried often) waits
+    for the banner, and only then does the real login, with generous time limits (key
+    exchange is slow under TCG). A host key mismatch ends the wait at once. `alive()`
+    (optional) is asked between tries, so a VM that died is reported now.
     """
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
-        try:
-            left = max(1.0, deadline - time.monotonic())
-            return connect(host, port, key_path, host_pubkey, timeout=min(10.0, left), user=user)
-        except HostKeyMismatch:
-            raise
-        except SSHError as exc:
-            last = exc.message
+        if banner_seen(host, port, PROBE_TIMEOUT):
+            try:
+                left = max(1.0, deadline - time.monotonic())
+                return connect(host, port, key_path, host_pubkey, timeout=min(30.0, left), user=user)
+            except HostKeyMismatch:
+                raise
+            except SSHError as exc:
+                last = exc.message
+        else:
+            last = "no SSH banner yet"
         if alive is not None:
             alive()
-        time.sleep(0.5)
+        time.sleep(0.25)
     raise GuestTimeout(f"SSH did not answer within {timeout:g} s ({last})", hint="see the console with: toolbox logs")
 
 

@@ -21,7 +21,7 @@ from toolbox.drivers.base import Driver, Mount, VMSpec, VMState, VMStatus
 from toolbox.errors import ConfigError, InstanceNotFound, ToolboxError
 from toolbox.paths import InstancePaths, toolbox_home
 
-BANNER_TIMEOUT = 0.3
+BANNER_TIMEOUT = 0.1
 PANIC_MARK = b"Kernel panic - not syncing"
 
 
