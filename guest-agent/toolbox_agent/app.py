@@ -55,7 +55,7 @@ def build_agent(settings: Settings, images: Any = None) -> Agent:
     try:
         from toolbox_agent.api import containers as containers_api
         from toolbox_agent.api import exec as exec_api
-        from toolbox_agent.containers import ContainerEngine
+        from toolbox_agent.containers.engine import ContainerEngine
 
         containers = ContainerEngine(settings, images, events)
         container_routes = containers_api.routes(containers) + exec_api.routes(containers)

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from toolbox_agent.api.streams import hijack_session, stream_type
-from toolbox_agent.containers import ContainerEngine, views
+from toolbox_agent.containers import views
+from toolbox_agent.containers.engine import ContainerEngine
 from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NoSuchExec, NotModified
 from toolbox_agent.containers.frames import docker_frame
 from toolbox_agent.containers.logs import parse_rfc3339, read_entries, stream_entries

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from toolbox_agent.api.containers import engine_errors
 from toolbox_agent.api.streams import hijack_session
-from toolbox_agent.containers import ContainerEngine
+from toolbox_agent.containers.engine import ContainerEngine
 from toolbox_agent.http import Hijack, Request, Response, Route, empty_response, json_response
 
 

@@ -1,7 +1,5 @@
-"""Containers: the engine (crun + overlayfs + a monitor per container), no HTTP here."""
+"""Containers: the engine (crun + overlayfs + a monitor per container), no HTTP here.
 
-from __future__ import annotations
-
-from toolbox_agent.containers.engine import ContainerEngine
-
-__all__ = ["ContainerEngine"]
+Import the engine from `toolbox_agent.containers.engine`: this package's own import stays
+empty so the monitor process (shim.py) starts without loading asyncio and the engine.
+"""

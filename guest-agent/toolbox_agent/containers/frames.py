@@ -9,8 +9,11 @@ The shim's socket: a 5-byte header [kind, size as uint32 big-endian] then the pa
 
 from __future__ import annotations
 
-import asyncio
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 
@@ -40,12 +43,17 @@ def parse_docker_frames(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+SHIM_HEADER = _SHIM
+
+
 def shim_frame(kind: int, data: bytes = b"") -> bytes:
     return _SHIM.pack(kind, len(data)) + data
 
 
 async def read_shim_frame(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
     """The next frame, or None at EOF."""
+    import asyncio  # here, not at the top: the shim imports this module and must start fast
+
     try:
         head = await reader.readexactly(_SHIM.size)
         kind, size = _SHIM.unpack(head)

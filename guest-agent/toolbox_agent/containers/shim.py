@@ -1,11 +1,13 @@
 """The per-container monitor: `python3 -m toolbox_agent.containers.shim DIR SOCK ID RUNTIME ROOT [--tty] [--stdin]`.
 
-Started by the agent in its own session, so a container and its logs outlive an agent
-restart. It makes itself a child subreaper, runs `RUNTIME create` with the container's
-stdio on pipes (or receives the pty master over --console-socket with a TTY), reports
-"ok PID" or "error MESSAGE" on its stdout and closes it, then:
-- copies output to DIR/container-json.log (json-file lines) and to every client of
-  SOCK (kept short, under the run dir: unix socket paths are limited to 108 bytes) (frames, see frames.py), takes stdin and resize frames from them;
+Started by the agent in its own session (and forked once more, so init adopts it): a
+container and its logs outlive an agent restart. It makes itself a child subreaper, runs
+`RUNTIME create` with the container's stdio on pipes (or receives the pty master over
+--console-socket with a TTY), reports "ok PID" or "error MESSAGE" on its stdout and closes
+it, then, in one `selectors` loop (no asyncio: the monitor must start fast):
+- copies output to DIR/container-json.log (json-file lines) and to every client of SOCK
+  (kept short, under the run dir: unix socket paths hold 108 bytes), as frames (frames.py);
+  takes stdin, stdin-close and resize frames from them;
 - the agent runs `RUNTIME start ID` itself once it is connected;
 - when the container's process exits: writes DIR/exit.json, `RUNTIME delete`s the
   container, sends the exit frame to its clients, and ends.
@@ -13,15 +15,17 @@ stdio on pipes (or receives the pty master over --console-socket with a TTY), re
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import errno
 import json
 import os
 import select
+import selectors
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from toolbox_agent.containers import console, frames
@@ -29,6 +33,7 @@ from toolbox_agent.containers.logs import encode_entry, rfc3339_nano, split_line
 
 PR_SET_CHILD_SUBREAPER = 36
 FLUSH_PARTIAL = 16 * 1024
+DRAIN_AFTER_EXIT = 3.0
 
 
 def _subreaper() -> None:
@@ -58,17 +63,44 @@ def _drain(fd: int, timeout: float = 2.0) -> bytes:
         out += chunk
 
 
+class Client:
+    """One connection to the monitor's socket: frames in, frames out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = b""
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def frames_in(self, data: bytes) -> list[tuple[int, bytes]]:
+        self.inbuf += data
+        out = []
+        size = frames.SHIM_HEADER.size
+        while len(self.inbuf) >= size:
+            kind, length = frames.SHIM_HEADER.unpack_from(self.inbuf)
+            if len(self.inbuf) < size + length:
+                break
+            out.append((kind, self.inbuf[size : size + length]))
+            self.inbuf = self.inbuf[size + length :]
+        return out
+
+
 class Shim:
     def __init__(self, cdir: Path, sock: Path, cid: str, runtime: str, root: str, tty: bool, stdin: bool) -> None:
         self.dir, self.sock, self.id, self.tty, self.stdin = cdir, sock, cid, tty, stdin
         self.runtime = [runtime, "--root", root]
-        self.clients: set[asyncio.StreamWriter] = set()
         self.log = open(cdir / "container-json.log", "ab", buffering=0)  # noqa: SIM115
         self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
         self.stdin_fd: int | None = None
         self.master: int | None = None
         self.outputs: dict[int, int] = {}  # fd -> frame kind
-        self.open_outputs = 0
+        self.clients: dict[int, Client] = {}
+        self.sel = selectors.DefaultSelector()
 
     def create(self) -> int:
         """Run `runtime create`; the container's pid, or raise RuntimeError with the reason."""
@@ -78,7 +110,7 @@ class Shim:
             console_sock = str(self.sock.with_suffix(".console"))
             listener = console.console_listener(console_sock)
             proc = subprocess.run([*argv, "--console-socket", console_sock, self.id],
-                                  stdin=subprocess.DEVNULL, capture_output=True, check=False)
+                                  stdin=subprocess.DEVNULL, capture_output=True, check=False)  # fmt: skip
             if proc.returncode != 0:
                 raise RuntimeError((proc.stderr or proc.stdout).decode(errors="replace"))
             self.master = console.receive_master(listener, 10.0)
@@ -100,64 +132,88 @@ class Shim:
             self.outputs = {out_r: frames.K_STDOUT, err_r: frames.K_STDERR}
         return int(pid_file.read_text().strip())
 
-    async def serve(self, pid: int) -> None:
-        loop = asyncio.get_running_loop()
-        done = asyncio.Event()
-        self.open_outputs = len(self.outputs)
+    def serve(self, pid: int) -> None:
         for fd in self.outputs:
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, self._readable, fd, done)
-        sock = self.sock
-        if sock.exists():
-            sock.unlink()
-        server = await asyncio.start_unix_server(self._client, str(sock))
-        status = await loop.run_in_executor(None, _wait_pid, pid)
-        try:
-            await asyncio.wait_for(done.wait(), 3.0)
-        except asyncio.TimeoutError:
-            pass
+            self.sel.register(fd, selectors.EVENT_READ, "output")
+        if self.sock.exists():
+            self.sock.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.sock))
+        listener.listen(16)
+        self.sel.register(listener, selectors.EVENT_READ, "listener")
+        exit_r, exit_w = os.pipe()
+        status: list[int] = []
+
+        def waiter() -> None:
+            status.append(_wait_pid(pid))
+            os.write(exit_w, b"x")
+
+        threading.Thread(target=waiter, daemon=True).start()
+        self.sel.register(exit_r, selectors.EVENT_READ, "exit")
+        deadline: float | None = None
+        import time
+
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if deadline is not None and (not self.outputs or timeout == 0.0):
+                break
+            for key, _ in self.sel.select(timeout):
+                what = key.data
+                if what == "output":
+                    self._readable(key.fd)
+                elif what == "listener":
+                    conn, _ = listener.accept()
+                    self.clients[conn.fileno()] = Client(conn)
+                    self.sel.register(conn, selectors.EVENT_READ, "client")
+                elif what == "client":
+                    self._client_readable(key.fd)
+                elif what == "exit":
+                    self.sel.unregister(exit_r)
+                    deadline = time.monotonic() + DRAIN_AFTER_EXIT
+        self._finish(status[0] if status else 255, listener)
+
+    def _finish(self, code: int, listener: socket.socket) -> None:
         for stream in ("stdout", "stderr"):
             if self.partial[stream]:
                 self.log.write(encode_entry(stream, self.partial[stream]))
-        doc = {"exit_code": status, "finished_at": rfc3339_nano()}
+        doc = {"exit_code": code, "finished_at": rfc3339_nano()}
         tmp = self.dir / "exit.json.tmp"
         tmp.write_text(json.dumps(doc))
         tmp.rename(self.dir / "exit.json")
         subprocess.run([*self.runtime, "delete", "--force", self.id], capture_output=True, check=False)
-        server.close()
-        for writer in list(self.clients):
-            try:
-                writer.write(frames.shim_frame(frames.K_EXIT, json.dumps(doc).encode()))
-                await writer.drain()
-                writer.close()
-            except (ConnectionError, RuntimeError):
-                pass
-        if sock.exists():
-            sock.unlink()
+        listener.close()
+        self.sock.unlink(missing_ok=True)
+        frame = frames.shim_frame(frames.K_EXIT, json.dumps(doc).encode())
+        for client in list(self.clients.values()):
+            client.send(frame)
+            client.sock.close()
 
-    def _readable(self, fd: int, done: asyncio.Event) -> None:
+    def _readable(self, fd: int) -> None:
         try:
             data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
         except OSError as exc:  # EIO: the pty's other side is gone
             if exc.errno != errno.EIO:
                 raise
             data = b""
         if not data:
-            asyncio.get_running_loop().remove_reader(fd)
-            self.open_outputs -= 1
-            if self.open_outputs <= 0:
-                done.set()
+            self.sel.unregister(fd)
+            self.outputs.pop(fd, None)
             return
         kind = self.outputs[fd]
         self._log(kind, data)
         frame = frames.shim_frame(kind, data)
-        for writer in list(self.clients):
+        for key, client in list(self.clients.items()):
+            if not client.send(frame):
+                self._drop(key)
+
+    def _drop(self, key: int) -> None:
+        client = self.clients.pop(key, None)
+        if client is not None:
             try:
-                writer.write(frame)
-            except (ConnectionError, RuntimeError):
-                self.clients.discard(writer)
+                self.sel.unregister(client.sock)
+            except (KeyError, ValueError):
+                pass
+            client.sock.close()
 
     def _log(self, kind: int, data: bytes) -> None:
         stream = "stdout" if kind == frames.K_STDOUT else "stderr"
@@ -169,16 +225,17 @@ class Shim:
         if lines:
             self.log.write(b"".join(encode_entry(stream, line) for line in lines))
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.clients.add(writer)
+    def _client_readable(self, key: int) -> None:
+        client = self.clients[key]
         try:
-            while True:
-                frame = await frames.read_shim_frame(reader)
-                if frame is None:
-                    return
-                self._command(*frame)
-        finally:
-            self.clients.discard(writer)
+            data = client.sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(key)
+            return
+        for kind, payload in client.frames_in(data):
+            self._command(kind, payload)
 
     def _command(self, kind: int, data: bytes) -> None:
         target = self.master if self.tty else self.stdin_fd
@@ -224,7 +281,7 @@ def main(argv: list[str]) -> int:
         _report(f"error {exc}")
         return 1
     _report(f"ok {pid}")
-    asyncio.run(shim.serve(pid))
+    shim.serve(pid)
     return 0
 
 
