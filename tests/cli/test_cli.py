@@ -188,3 +188,79 @@ def test_download_into_cache(cli: Any, env: Path, server: FileServer) -> None:
     sha = result.stdout.split()[1]
     assert (env / "cache" / sha / "toolbox.iso").exists()
     assert (env / "cache" / sha / "vmlinuz").read_bytes() == b"KERNEL"
+
+
+def _fake_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Client:
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
+    monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
+
+
+def test_up_moves_off_a_taken_port(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    _fake_ssh(monkeypatch)
+    port = json.loads(cli("info", "--json").output)["ssh"]["port"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen(1)
+        result = cli("up")
+    assert result.exit_code == 0, result.output
+    assert f"port {port} is taken" in result.output
+    new_port = json.loads(cli("info", "--json").output)["ssh"]["port"]
+    assert new_port != port
+    assert json.loads((inited / "fake-vm.json").read_text())["spec_port"] == new_port
+
+
+def test_ssh_to_a_stopped_instance(cli: Any, inited: Path) -> None:
+    result = cli("ssh", "--", "true")
+    assert result.exit_code == 1 and "is stopped" in result.output and "toolbox up" in result.output
+
+
+def test_broken_instance_shows_and_deletes(cli: Any, inited: Path) -> None:
+    (inited / "instance.toml").write_text("version = 1\ncpus = 'many'\n")
+    status = cli("status").output
+    assert status.startswith("broken") and "cpus: expected a whole number" in status
+    assert cli("delete", "-f").exit_code == 0 and not inited.exists()
+
+
+def test_leftover_of_a_crashed_init_is_replaced(cli: Any, env: Path, server: FileServer) -> None:
+    (env / "default").mkdir(parents=True)
+    (env / "default" / "junk").write_text("half made")
+    result = cli("init", "--manifest-url", f"{server.url}/v1/manifest.json")
+    assert result.exit_code == 0, result.output
+    assert not (env / "default" / "junk").exists()
+
+
+def test_concurrent_commands_take_turns(inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """up and down from two threads: each runs whole, under the lock, none interleaved."""
+    import threading
+    import time
+
+    from fake_driver import FakeDriver
+
+    _fake_ssh(monkeypatch)
+    events: list[str] = []
+    real_start, real_stop = FakeDriver.start, FakeDriver.stop
+
+    def slow_start(self: FakeDriver, spec: Any) -> None:
+        events.append("start-begin")
+        time.sleep(0.3)
+        real_start(self, spec)
+        events.append("start-end")
+
+    def logged_stop(self: FakeDriver, spec: Any, **kw: Any) -> None:
+        events.append("stop")
+        real_stop(self, spec, **kw)
+
+    monkeypatch.setattr(FakeDriver, "start", slow_start)
+    monkeypatch.setattr(FakeDriver, "stop", logged_stop)
+    first = threading.Thread(target=instance.up, args=("default",))
+    first.start()
+    time.sleep(0.1)
+    instance.down("default")
+    first.join()
+    assert events == ["start-begin", "start-end", "stop"]
