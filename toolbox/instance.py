@@ -23,8 +23,8 @@ from toolbox.config import HostFacts, ImageRef, InstanceConfig, MountConfig
 from toolbox.drivers import get_driver
 from toolbox.drivers.base import Driver, Resettable, Suspendable, VMState
 from toolbox.errors import (
-    ConfigError, DriverError, GuestTimeout, InstanceExists, InstanceLocked, InstanceNotRunning,
-    NotSupported, SSHError,
+    ConfigError, DriverError, GuestTimeout, InstanceExists, InstanceNotRunning,
+    NotSupported, SSHError, ToolboxError,
 )
 from toolbox.lock import instance_lock
 from toolbox.paths import InstancePaths
@@ -437,15 +437,33 @@ def upgrade(name: str, source: ImageSource | None, step: Step = _quiet,
         driver = get_driver(cfg.driver)
         step("stopping the VM")
         _stop(paths, cfg, driver, force=False, timeout=STOP_TIMEOUT)
-        cfg.image = image_ref(image)
-        step("switching the VM to the new image")
-        driver.reconfigure(spec_for(cfg, paths, driver))
-        cfgmod.save_instance(paths.config, cfg)
-        _boot(paths, cfg, driver, step, None)
+        previous = cfg.image
+        _switch_image(paths, cfg, driver, image_ref(image), step)
+        try:
+            _boot(paths, cfg, driver, step, None)
+        except ToolboxError as exc:  # the new image does not come up: go back to the old one
+            _best_effort(lambda: driver.stop(spec_for(cfg, paths, driver), force=True, timeout=0))
+            _switch_image(paths, cfg, driver, previous, step)
+            raise UpgradeFailed(name, previous.version, exc) from exc
     return UpgradeResult(old, image.resolved.version, changed=True)
+
+
+def _switch_image(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, ref: ImageRef, step: Step) -> None:
+    step(f"switching the VM to image {ref.version}")
+    cfg.image = ref
+    driver.reconfigure(spec_for(cfg, paths, driver))
+    cfgmod.save_instance(paths.config, cfg)
+
+
+class UpgradeFailed(ToolboxError):
+    def __init__(self, name: str, kept: str, cause: ToolboxError) -> None:
+        super().__init__(
+            f"the new image did not boot ({cause.message}); {name!r} is back on image {kept}, its data untouched",
+            hint=f"start it again with: toolbox up -n {name}",
+        )
 
 
 __all__ = [
     "InitOptions", "UpgradeResult", "connect", "delete", "down", "download", "init", "reset",
-    "restart", "resume", "suspend", "up", "upgrade", "wait_for_agent", "InstanceLocked",
+    "restart", "resume", "suspend", "up", "upgrade", "wait_for_agent", "UpgradeFailed",
 ]

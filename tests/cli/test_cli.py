@@ -264,3 +264,17 @@ def test_concurrent_commands_take_turns(inited: Path, monkeypatch: pytest.Monkey
     instance.down("default")
     first.join()
     assert events == ["start-begin", "start-end", "stop"]
+
+
+def test_failed_upgrade_rolls_back(cli: Any, inited: Path, server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolbox.errors import GuestTimeout
+
+    def no_boot(*a: Any, **k: Any) -> None:
+        raise GuestTimeout("SSH did not answer within 1 s")
+
+    monkeypatch.setattr(instance, "_boot", no_boot)
+    result = cli("upgrade", "--manifest-url", f"{server.url}/v2/manifest.json")
+    assert result.exit_code == 1 and "back on image 1.0" in result.output
+    assert json.loads(cli("info", "--json").output)["image"]["version"] == "1.0"
+    fake = json.loads((inited / "fake-vm.json").read_text())
+    assert fake["state"] == "stopped" and "toolbox.iso" in fake["iso"]
