@@ -87,6 +87,7 @@ TCG_XML = """<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" xml
       <backend model="random">/dev/urandom</backend>
     </rng>
     <memballoon model="none" />
+    <controller type="usb" model="none" />
   </devices>
   <seclabel type="static" model="dac" relabel="no">
     <label>+0:+0</label>
@@ -161,6 +162,7 @@ KVM_PASST_XML = """<domain xmlns:toolbox="https://github.com/toolbox/xmlns/libvi
       <backend model="random">/dev/urandom</backend>
     </rng>
     <memballoon model="none" />
+    <controller type="usb" model="none" />
   </devices>
   <seclabel type="static" model="dac" relabel="no">
     <label>+1000:+1000</label>
@@ -223,6 +225,7 @@ HVF_XML = """<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" xml
       <backend model="random">/dev/urandom</backend>
     </rng>
     <memballoon model="none" />
+    <controller type="usb" model="none" />
   </devices>
   <qemu:commandline>
     <qemu:arg value="-netdev" />

@@ -162,6 +162,9 @@ def _devices(root: ET.Element, spec: VMSpec, facts: HostFacts) -> None:
     rng = _sub(devices, "rng", model="virtio")  # sshd in a fresh guest needs entropy fast
     _sub(rng, "backend", "/dev/urandom", model="random")
     _sub(devices, "memballoon", model="none")
+    # No USB controller (libvirt adds one by default): the guest has no USB device, and
+    # probing an xHCI controller costs boot time under TCG.
+    _sub(devices, "controller", type="usb", model="none")
 
 
 def build_domain_xml(spec: VMSpec, facts: HostFacts) -> str:
