@@ -20,7 +20,7 @@ from typing import Any
 from toolbox_agent.containers import frames, rootfs, spec
 from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NotModified
 from toolbox_agent.containers.logs import rfc3339_nano
-from toolbox_agent.containers.model import NAME_RE, Container, command_line, merge_config, new_id, random_name
+from toolbox_agent.containers.model import NAME_RE, Container, command_line, merge_config, new_id, random_name, should_restart
 from toolbox_agent.containers.runtime import Runtime, RuntimeError_
 from toolbox_agent.containers.stdio import Subscriber
 from toolbox_agent.events import EventBus
@@ -195,7 +195,7 @@ class ContainerEngine:
             await self.runtime.start(c.id)
         except RuntimeError_ as exc:
             raise InvalidParameter(f"failed to start container: {exc}") from None
-        c.state.status, c.state.pid, c.state.error = "running", pid, ""
+        c.state.status, c.state.pid, c.state.error, c.state.manually_stopped = "running", pid, "", False
         c.state.started_at, c.state.exit_code = rfc3339_nano(), 0
         c.save()
         self._publish(c, "start")
@@ -275,6 +275,19 @@ class ContainerEngine:
         self._publish(c, "die", exitCode=str(c.state.exit_code))
         if c.host_config.get("AutoRemove") and c.id in self.containers:
             await self.remove(c.id, force=True)
+        elif c.id in self.containers and should_restart(c):
+            asyncio.ensure_future(self._restart_later(c, min(0.1 * 2 ** min(c.restart_count, 8), 30.0), count=True))
+
+    async def _restart_later(self, c: Container, delay: float, count: bool = False) -> None:
+        await asyncio.sleep(delay)
+        if c.id in self.containers and not c.state.running and not c.state.manually_stopped:
+            try:
+                await self.start(c.id)
+                if count:
+                    c.restart_count += 1
+                    c.save()
+            except Exception as exc:  # noqa: BLE001 - logged; the policy tries again on the next exit only
+                log.warning("restarting %s by policy failed: %s", c.short_id, exc)
 
     # ---- stop, kill, restart --------------------------------------------------------
     async def kill(self, ref: str, signal: str | None) -> None:
@@ -309,6 +322,7 @@ class ContainerEngine:
         except ValueError as exc:
             raise InvalidParameter(str(exc)) from None
         wait = timeout if timeout is not None else int(c.config.get("StopTimeout") or 10)
+        c.state.manually_stopped = True
         exited = self.wait_future(c.id, "next-exit")
         await self._signal(c, sig)
         if wait < 0:
@@ -456,10 +470,12 @@ class ContainerEngine:
                 try:
                     link = await self._connect_once(c)
                 except OSError:
-                    await self._finalize(c)  # exit.json tells the code, or 255 (lost)
+                    await self._finalize(c)  # exit.json tells the code, or 255 (lost, e.g. a reboot)
                     continue
                 self.links[c.id] = link
                 link.task = asyncio.ensure_future(self._pump(c, link))
+            elif should_restart(c, booting=True) and c.state.started_at != "0001-01-01T00:00:00Z":
+                asyncio.ensure_future(self._restart_later(c, 0.0))
         log.info("recovered %d containers (%d running)", len(self.containers), len(self.links))
 
     async def _connect_once(self, c: Container) -> Link:

@@ -37,6 +37,7 @@ class State:
     started_at: str = ZERO_TIME
     finished_at: str = ZERO_TIME
     oom_killed: bool = False
+    manually_stopped: bool = False  # `docker stop`: no restart by policy until started again
 
     @property
     def running(self) -> bool:
@@ -120,3 +121,17 @@ def merge_config(config: dict[str, Any], image_config: dict[str, Any]) -> dict[s
 
 def command_line(config: dict[str, Any]) -> list[str]:
     return list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+
+
+def should_restart(c: Container, booting: bool = False) -> bool:
+    """Docker's restart policies: always, unless-stopped, on-failure[:max] (not at boot)."""
+    policy = c.host_config.get("RestartPolicy") or {}
+    name = policy.get("Name") or "no"
+    if c.state.manually_stopped or c.state.status == "removing":
+        return False
+    if name in ("always", "unless-stopped"):
+        return True
+    if name == "on-failure" and not booting:
+        limit = int(policy.get("MaximumRetryCount") or 0)
+        return c.state.exit_code != 0 and (limit == 0 or c.restart_count < limit)
+    return False

@@ -121,3 +121,12 @@ def test_sdk_run_logs_exec(agent) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(docker.errors.APIError) as info:
         client.api.create_container("fake", ["true"], name="bad name!")
     assert info.value.status_code == 400
+
+
+def test_restart_policy_on_failure(agent) -> None:  # type: ignore[no-untyped-def]
+    cid = run(agent, "run", "-d", "--restart", "on-failure:2", "fake", "sh", "-c", "echo run; exit 1").stdout.strip()
+    deadline = time.time() + 20
+    while time.time() < deadline and run(agent, "inspect", "-f", "{{.RestartCount}} {{.State.Status}}", cid).stdout.strip() != "2 exited":
+        time.sleep(0.3)
+    assert run(agent, "inspect", "-f", "{{.RestartCount}} {{.State.Status}}", cid).stdout.strip() == "2 exited"
+    assert run(agent, "logs", cid).stdout == "run\nrun\nrun\n"
