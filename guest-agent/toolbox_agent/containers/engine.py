@@ -429,8 +429,8 @@ class ContainerEngine:
     def subscribe(self, ref: str, stdout: bool, stderr: bool) -> tuple[Container, Subscriber]:
         c = self.get(ref)
         sub = Subscriber(stdout, stderr)
-        if c.state.status in ("exited", "dead") or c.state.status == "removing":
-            sub.end()
+        if c.state.status == "removing":
+            sub.end()  # otherwise it waits for the next start (`docker start -a` attaches first)
         else:
             self.subscribers.setdefault(c.id, set()).add(sub)
         return c, sub

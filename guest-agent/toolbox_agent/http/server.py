@@ -15,6 +15,7 @@ import logging
 import os
 import traceback
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -128,13 +129,13 @@ class Server:
         if isinstance(body, bytes):
             if response.status not in (204, 304):
                 headers["Content-Length"] = str(len(body))
-            writer.write(conn.send(h11.Response(status_code=response.status, headers=self._headers(headers))))
+            writer.write(conn.send(h11.Response(status_code=response.status, headers=self._headers(headers), reason=_reason(response.status))))
             if body and not head_only:
                 writer.write(conn.send(h11.Data(data=body)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
             return
-        writer.write(conn.send(h11.Response(status_code=response.status, headers=self._headers(headers))))
+        writer.write(conn.send(h11.Response(status_code=response.status, headers=self._headers(headers), reason=_reason(response.status))))
         await writer.drain()
         await self._stream(conn, reader, writer, body)
 
@@ -218,7 +219,7 @@ class Server:
             resp = error_response(exc.error_status_hint, f"bad request: {exc}")
             assert isinstance(resp.body, bytes)
             headers = {**resp.headers, "Content-Length": str(len(resp.body)), "Connection": "close"}
-            writer.write(conn.send(h11.Response(status_code=resp.status, headers=self._headers(headers))))
+            writer.write(conn.send(h11.Response(status_code=resp.status, headers=self._headers(headers), reason=_reason(resp.status))))
             writer.write(conn.send(h11.Data(data=resp.body)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
@@ -233,6 +234,13 @@ async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamReader) -> None:
             dst.feed_eof()
             return
         dst.feed_data(data)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _to_request(head: h11.Request, body: bytes) -> Request:
