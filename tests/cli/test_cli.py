@@ -278,3 +278,15 @@ def test_failed_upgrade_rolls_back(cli: Any, inited: Path, server: FileServer, m
     assert json.loads(cli("info", "--json").output)["image"]["version"] == "1.0"
     fake = json.loads((inited / "fake-vm.json").read_text())
     assert fake["state"] == "stopped" and "toolbox.iso" in fake["iso"]
+
+
+def test_image_url_from_env(cli: Any, env: Path, server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOOLBOX_IMAGE_URL", f"{server.url}/v2/manifest.json")
+    assert cli("init").exit_code == 0
+    assert json.loads(cli("info", "--json").output)["image"]["version"] == "2.0"
+
+
+def test_logs_print_the_console(cli: Any, inited: Path) -> None:
+    assert "no console output yet" in cli("logs").output
+    (inited / "serial.log").write_text("[    0.000000] Linux version 6.1\n")
+    assert "Linux version" in cli("logs").stdout

@@ -46,6 +46,21 @@ def test_up_gives_ssh_and_status(toolbox_vm: Toolbox) -> None:
     assert toolbox_vm.ssh("exit 42", check=False).returncode == 42  # the remote status comes back
 
 
+def test_stdin_reaches_the_remote_command(toolbox_vm: Toolbox) -> None:
+    out = toolbox_vm.run("ssh", "-n", toolbox_vm.name, "--", "tr", "a-z", "A-Z", input="piped\n").stdout
+    assert out == "PIPED\n"
+
+
+@pytest.mark.skipif(not shutil.which("ssh"), reason="needs the OpenSSH client")
+def test_ssh_config_works_with_openssh(toolbox_vm: Toolbox, tmp_path: Path) -> None:
+    block = toolbox_vm.run("ssh-config", "-n", toolbox_vm.name).stdout
+    (tmp_path / "config").write_text(block)
+    proc = subprocess.run(["ssh", "-F", str(tmp_path / "config"), "-o", "BatchMode=yes", f"toolbox-{toolbox_vm.name}",
+                           "echo", "via-openssh"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "via-openssh"
+
+
 def test_down_and_up_keep_the_data_disk(toolbox_vm: Toolbox) -> None:
     toolbox_vm.ssh(f"echo kept | sudo tee {MARKER} >/dev/null && sync")
     toolbox_vm.run("down", "-n", toolbox_vm.name)
