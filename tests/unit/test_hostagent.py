@@ -83,3 +83,37 @@ def test_forwarder_keeps_half_close_and_bytes(tmp_path: Path) -> None:
     assert got == b"after-eof:" + payload
     fwd.stop()
     assert not local.exists()
+
+
+def test_host_agent_starts_stops_and_leaves_when_replaced(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from toolbox import hostagent
+
+    key, host_key = tmp_path / "key", tmp_path / "host.pub"
+    key.write_text("unused")
+    host_key.write_text("ssh-ed25519 AAAA test\n")
+    sock, pid_file, log_file = tmp_path / "docker.sock", tmp_path / "hostagent.pid", tmp_path / "hostagent.log"
+    pid = hostagent.start(sock, pid_file, log_file, 1, key, host_key)  # no SSH there: it still serves
+    try:
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600 and hostagent.read_pid(pid_file) == pid
+        hostagent.stop(pid_file, sock)
+        assert not sock.exists() and not pid_file.exists() and hostagent.read_pid(pid_file) is None
+        pid = hostagent.start(sock, pid_file, log_file, 1, key, host_key)
+        pid_file.write_text("1\n")  # another host agent took over: this one must leave
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            os.waitpid(pid, os.WNOHANG)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the replaced host agent did not exit")
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass

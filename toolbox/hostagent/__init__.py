@@ -34,7 +34,8 @@ def start(socket_path: Path, pid_file: Path, log_file: Path, ssh_port: int, key:
     """Start the host agent (replacing a running one) and wait until its socket is there."""
     stop(pid_file, socket_path)
     argv = [sys.executable, "-m", "toolbox.hostagent", "--socket", str(socket_path), "--ssh-port", str(ssh_port),
-            "--key", str(key), "--host-key", str(host_key), "--guest-socket", GUEST_SOCKET]  # fmt: skip
+            "--key", str(key), "--host-key", str(host_key), "--guest-socket", GUEST_SOCKET,
+            "--pid-file", str(pid_file)]  # fmt: skip
     proc = spawn(argv, stdout=log_file)
     pid_file.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT

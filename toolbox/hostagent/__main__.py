@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 from toolbox.hostagent.forward import Forwarder, SSHLink
 from toolbox.ssh import connect
 
 GUEST_SOCKET = "/run/toolbox/docker.sock"
+WATCH_EVERY = 5.0  # seconds between the watchdog's checks
+VM_GONE = 30.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", required=True, type=Path, help="the instance's private key")
     p.add_argument("--host-key", required=True, type=Path, help="the guest's pinned host public key")
     p.add_argument("--guest-socket", default=GUEST_SOCKET)
+    p.add_argument("--pid-file", type=Path, help="ours; when it names another process (or none), we exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("toolbox.hostagent")
@@ -42,9 +48,55 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - it connects again on demand
         log.warning("first SSH connection failed (will retry per connection): %s", exc)
     log.info("serving %s -> guest %s over SSH port %d", args.socket, args.guest_socket, args.ssh_port)
+    threading.Thread(target=_watchdog, args=(args, forwarder, stopping), daemon=True).start()
     forwarder.serve_forever()
     log.info("stopped")
     return 0
+
+
+def _watchdog(args: argparse.Namespace, forwarder: Forwarder, stopping: threading.Event) -> None:
+    """Exit when we are no longer wanted: the pid file names another process, the socket
+    was removed, or the VM is gone (its SSH port refuses connections for VM_GONE seconds)."""
+    log = logging.getLogger("toolbox.hostagent")
+    refused_since: float | None = None
+    while not stopping.wait(WATCH_EVERY):
+        reason = ""
+        replaced = args.pid_file is not None and _pid_in(args.pid_file) != os.getpid()
+        if replaced:
+            reason = f"{args.pid_file} no longer names this process"
+        elif not args.socket.exists():
+            reason = f"{args.socket} was removed"
+        elif _port_refuses(args.ssh_port):
+            refused_since = refused_since or time.monotonic()
+            if time.monotonic() - refused_since > VM_GONE:
+                reason = f"nothing listens on SSH port {args.ssh_port} (the VM is gone)"
+        else:
+            refused_since = None
+        if reason:
+            log.info("exiting: %s", reason)
+            stopping.set()
+            if replaced:
+                forwarder.link.close()  # the socket may be a newer host agent's now: leave it
+            else:
+                forwarder.stop()
+            os._exit(0)
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _port_refuses(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":
