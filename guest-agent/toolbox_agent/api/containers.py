@@ -6,10 +6,12 @@ import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from toolbox_agent.api.streams import hijack_session, stream_type
-from toolbox_agent.containers import views
+from toolbox_agent import system
+from toolbox_agent.containers import stats, views
 from toolbox_agent.containers.engine import ContainerEngine
 from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NoSuchExec, NotModified
 from toolbox_agent.containers.frames import docker_frame
@@ -192,6 +194,25 @@ def routes(engine: ContainerEngine) -> list[Route]:
         return Response(200, {"Content-Type": stream_type(tty)}, body())
 
     @engine_errors
+    async def stats_(req: Request) -> Response:
+        c = engine.get(req.path_params["id"])
+        stream, one_shot = req.flag("stream", True), req.flag("one-shot")
+        total = system.mem_total()
+
+        async def body() -> AsyncIterator[bytes]:
+            before = None
+            while True:
+                now = stats.sample(stats.cgroup_dir(c.id), total) if c.state.running else stats.sample(Path("/nonexistent"), total)
+                if before is not None or one_shot or stream:
+                    yield json.dumps(stats.document(c.name, c.id, now, before)).encode() + b"\n"
+                    if not stream:
+                        return
+                before = now
+                await asyncio.sleep(1.0)
+
+        return Response(200, {"Content-Type": "application/json"}, body())
+
+    @engine_errors
     async def attach(req: Request) -> Response | Hijack:
         c, sub = engine.subscribe(req.path_params["id"], req.flag("stdout"), req.flag("stderr"))
         prelude = b""
@@ -237,6 +258,7 @@ def routes(engine: ContainerEngine) -> list[Route]:
         Route("POST", "/containers/{id}/attach", attach),
         Route("GET", "/containers/{id}/logs", logs),
         Route("GET", "/containers/{id}/top", top),
+        Route("GET", "/containers/{id}/stats", stats_),
         Route("DELETE", "/containers/{id}", remove),
     ]
 
