@@ -42,7 +42,12 @@ def info(
         typer.echo(json.dumps(data, indent=2))
         return
     for key, value in data.items():
-        text = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+        if isinstance(value, dict):
+            text = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            text = "; ".join(str(v) for v in value) or "-"
+        else:
+            text = str(value)
         typer.echo(f"{key:14} {text}")
 
 
