@@ -275,3 +275,24 @@ def parse_size_mib(text: str, default_unit: str) -> int:
         raise ConfigError([f"{text!r} is not a size (examples: 2048, 512M, 4G)"], source="options")
     unit = match.group(2) or default_unit
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_mount(text: str) -> MountConfig:
+    """`HOST[:GUEST][:ro]` → MountConfig; GUEST defaults to the same path as on the host
+    (as Lima does), so paths printed in the guest match the Mac's."""
+    parts = text.split(":")
+    writable = True
+    if len(parts) > 1 and parts[-1] in ("ro", "rw"):
+        writable = parts.pop() == "rw"
+    if not 1 <= len(parts) <= 2 or not parts[0]:
+        raise ConfigError([f"--mount {text!r}: use HOST[:GUEST][:ro]"], source="options")
+    host = Path(parts[0]).expanduser().absolute()
+    guest = parts[1] if len(parts) == 2 else str(host)
+    problems = []
+    if not host.is_dir():
+        problems.append(f"--mount {text!r}: {host} is not a directory")
+    if not guest.startswith("/") or any(c.isspace() for c in guest + str(host)):
+        problems.append(f"--mount {text!r}: the guest path must be absolute, without spaces")
+    if problems:
+        raise ConfigError(problems, source="options")
+    return MountConfig(str(host), guest, writable)

@@ -290,3 +290,16 @@ def test_logs_print_the_console(cli: Any, inited: Path) -> None:
     assert "no console output yet" in cli("logs").output
     (inited / "serial.log").write_text("[    0.000000] Linux version 6.1\n")
     assert "Linux version" in cli("logs").stdout
+
+
+def test_init_with_mounts(cli: Any, env: Path, server: FileServer, tmp_path: Path) -> None:
+    share = tmp_path / "src"
+    share.mkdir()
+    result = cli("init", "--mount", str(share), "--mount", f"{share}:/work:ro",
+                 "--manifest-url", f"{server.url}/v1/manifest.json")
+    assert result.exit_code == 0, result.output
+    mounts = json.loads(cli("info", "--json").output)["mounts"]
+    assert mounts == [{"host": str(share), "guest": str(share), "writable": True},
+                      {"host": str(share), "guest": "/work", "writable": False}]
+    bad = cli("init", "-n", "other", "--mount", str(tmp_path / "missing"))
+    assert bad.exit_code == 2 and "is not a directory" in bad.output

@@ -40,20 +40,22 @@ def init(
     disk_size: Annotated[Optional[str], typer.Option("--disk-size", help="Data disk: GiB, or with a unit.")] = None,
     driver: Annotated[Optional[str], typer.Option(help="qemu, libvirt or virtualbox.")] = None,
     accel: Annotated[Optional[str], typer.Option(help="auto, hvf, kvm or tcg (also $TOOLBOX_ACCEL).")] = None,
+    mount: Annotated[Optional[list[str]], typer.Option(help="Share a host folder: HOST[:GUEST][:ro] (repeatable).")] = None,
     manifest_url: ManifestOpt = None, iso_url: IsoUrlOpt = None, iso: IsoOpt = None, sha256: ShaOpt = None,
 ) -> None:
     """Create an instance: download and verify the image, make keys, create the VM.
 
-    Example: toolbox init --cpus 2 --memory 2G --disk-size 40
+    Example: toolbox init --cpus 2 --memory 2G --disk-size 40 --mount ~/src
     """
     from toolbox import instance
     from toolbox.cli.ui import DownloadBar, info, steps
-    from toolbox.config import parse_size_mib
+    from toolbox.config import parse_mount, parse_size_mib
 
     opts = instance.InitOptions(
         name=name, source=image_source(manifest_url, iso_url, iso, sha256), driver=driver, cpus=cpus,
         memory_mib=parse_size_mib(memory, "m") if memory else None,
         disk_size_gib=parse_size_mib(disk_size, "g") // 1024 if disk_size else None, accel=accel,
+        mounts=[parse_mount(m) for m in mount or []],
     )
     with steps("creating") as step:
         cfg = instance.init(opts, step=step, progress=DownloadBar())
