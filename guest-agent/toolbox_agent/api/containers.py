@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,7 +12,7 @@ from typing import TypeVar
 
 from toolbox_agent.api.streams import hijack_session, stream_type
 from toolbox_agent import system
-from toolbox_agent.containers import stats, views
+from toolbox_agent.containers import archive, stats, views
 from toolbox_agent.containers.engine import ContainerEngine
 from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NoSuchExec, NotModified
 from toolbox_agent.containers.frames import docker_frame
@@ -212,6 +213,43 @@ def routes(engine: ContainerEngine) -> list[Route]:
 
         return Response(200, {"Content-Type": "application/json"}, body())
 
+    def _archive_path(req: Request) -> str:
+        path = req.arg("path")
+        if not path:
+            raise ApiError(400, "path is required")
+        return path
+
+    @engine_errors
+    async def archive_head(req: Request) -> Response:
+        path = _archive_path(req)
+        async with engine.rootfs(req.path_params["id"]) as root:
+            try:
+                doc = archive.stat_doc(root, path)
+            except archive.PathError as exc:
+                raise ApiError(404 if exc.missing else 400, str(exc)) from None
+        return Response(200, {"X-Docker-Container-Path-Stat": _stat_header(doc), "Content-Type": "application/json"}, b"")
+
+    @engine_errors
+    async def archive_get(req: Request) -> Response:
+        path = _archive_path(req)
+        async with engine.rootfs(req.path_params["id"]) as root:
+            try:
+                doc = archive.stat_doc(root, path)
+                data = await asyncio.get_running_loop().run_in_executor(None, archive.tar_path, root, path)
+            except archive.PathError as exc:
+                raise ApiError(404 if exc.missing else 400, str(exc)) from None
+        return Response(200, {"X-Docker-Container-Path-Stat": _stat_header(doc), "Content-Type": "application/x-tar"}, data)
+
+    @engine_errors
+    async def archive_put(req: Request) -> Response:
+        path = _archive_path(req)
+        async with engine.rootfs(req.path_params["id"]) as root:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, archive.extract, root, path, req.body)
+            except archive.PathError as exc:
+                raise ApiError(404 if exc.missing else 400, str(exc)) from None
+        return empty_response(200)
+
     @engine_errors
     async def attach(req: Request) -> Response | Hijack:
         c, sub = engine.subscribe(req.path_params["id"], req.flag("stdout"), req.flag("stderr"))
@@ -259,8 +297,15 @@ def routes(engine: ContainerEngine) -> list[Route]:
         Route("GET", "/containers/{id}/logs", logs),
         Route("GET", "/containers/{id}/top", top),
         Route("GET", "/containers/{id}/stats", stats_),
+        Route("HEAD", "/containers/{id}/archive", archive_head),
+        Route("GET", "/containers/{id}/archive", archive_get),
+        Route("PUT", "/containers/{id}/archive", archive_put),
         Route("DELETE", "/containers/{id}", remove),
     ]
+
+
+def _stat_header(doc: dict[str, object]) -> str:
+    return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
 def _int(value: str, name: str) -> int:

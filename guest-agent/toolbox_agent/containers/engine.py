@@ -8,19 +8,22 @@ its output out to attached clients. State is kept in <root>/containers/<id>/cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
-import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from toolbox_agent.containers import frames, rootfs, spec
 from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NotModified
 from toolbox_agent.containers.logs import rfc3339_nano
-from toolbox_agent.containers.model import NAME_RE, Container, command_line, merge_config, new_id, random_name, should_restart
+from toolbox_agent.containers.model import (
+    NAME_RE, Container, command_line, created_seconds, merge_config, new_id, should_restart, unique_random_name,
+)
 from toolbox_agent.containers.runtime import Runtime, RuntimeError_
 from toolbox_agent.containers.stdio import Subscriber
 from toolbox_agent.events import EventBus
@@ -114,7 +117,7 @@ class ContainerEngine:
         cid = new_id()
         if not merged.get("Hostname"):
             merged["Hostname"] = cid[:12]
-        full_name = "/" + name.lstrip("/") if name else self._unique_random_name()
+        full_name = "/" + name.lstrip("/") if name else unique_random_name({c.name for c in self.containers.values()})
         cdir = self.dir / cid
         cdir.mkdir(parents=True)
         c = Container(cid, full_name, rfc3339_nano(), image_ref, image.id, argv[0], argv[1:], merged, host_config, dir=cdir)
@@ -132,14 +135,6 @@ class ContainerEngine:
                     f'Conflict. The container name "{name}" is already in use by container "{other.id}". '
                     "You have to remove (or rename) that container to be able to reuse that name."
                 )
-
-    def _unique_random_name(self) -> str:
-        taken = {c.name for c in self.containers.values()}
-        for _ in range(100):
-            name = "/" + random_name()
-            if name not in taken:
-                return name
-        return "/" + random_name() + "_" + new_id()[:6]
 
     # ---- start --------------------------------------------------------------------
     async def start(self, ref: str) -> None:
@@ -419,7 +414,7 @@ class ContainerEngine:
         for c in list(self.containers.values()):
             if c.state.running or (labels and not matches_labels(c, labels)):
                 continue
-            if until is not None and _created_seconds(c) > until:
+            if until is not None and created_seconds(c) > until:
                 continue
             await self.remove(c.id, force=False)
             removed.append(c.id)
@@ -455,6 +450,20 @@ class ContainerEngine:
         if link is not None and c.tty:
             await link.send(frames.K_RESIZE, json.dumps({"h": height, "w": width}).encode())
 
+    @contextlib.asynccontextmanager
+    async def rootfs(self, ref: str) -> AsyncIterator[Path]:
+        """The container's root filesystem, mounted for the duration if it is not running."""
+        c = self.get(ref)
+        async with self._lock(c.id):
+            mounted_here = not rootfs.is_mounted(c.rootfs)
+            if mounted_here:
+                await rootfs.mount(list(self.images.get(c.image_id).layer_dirs), c.dir)
+            try:
+                yield c.rootfs
+            finally:
+                if mounted_here and not c.state.running:
+                    await rootfs.unmount(c.dir)
+
     # ---- recovery after an agent restart ---------------------------------------------
     async def recover(self) -> None:
         for cdir in sorted(self.dir.iterdir()) if self.dir.is_dir() else []:
@@ -484,12 +493,3 @@ class ContainerEngine:
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise OSError(str(exc)) from exc
         return Link(reader, writer)
-
-
-def _created_seconds(c: Container) -> float:
-    from toolbox_agent.containers.logs import parse_rfc3339
-
-    try:
-        return parse_rfc3339(c.created)
-    except ValueError:
-        return time.time()

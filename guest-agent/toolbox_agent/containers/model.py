@@ -135,3 +135,21 @@ def should_restart(c: Container, booting: bool = False) -> bool:
         limit = int(policy.get("MaximumRetryCount") or 0)
         return c.state.exit_code != 0 and (limit == 0 or c.restart_count < limit)
     return False
+
+
+def unique_random_name(taken: set[str]) -> str:
+    """"/adjective_noun", not one of `taken`."""
+    for _ in range(100):
+        name = "/" + random_name()
+        if name not in taken:
+            return name
+    return "/" + random_name() + "_" + new_id()[:6]
+
+
+def created_seconds(c: Container) -> float:
+    from toolbox_agent.containers.logs import parse_rfc3339
+
+    try:
+        return parse_rfc3339(c.created)
+    except ValueError:
+        return 0.0

@@ -130,3 +130,14 @@ def test_restart_policy_on_failure(agent) -> None:  # type: ignore[no-untyped-de
         time.sleep(0.3)
     assert run(agent, "inspect", "-f", "{{.RestartCount}} {{.State.Status}}", cid).stdout.strip() == "2 exited"
     assert run(agent, "logs", cid).stdout == "run\nrun\nrun\n"
+
+
+def test_docker_cp_in_and_out(agent, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "hello.txt"
+    src.write_text("copied in\n")
+    assert run(agent, "create", "--name", "cpbox", "fake", "true").returncode == 0
+    assert run(agent, "cp", str(src), "cpbox:/etc/").returncode == 0
+    assert run(agent, "cp", "cpbox:/etc/hello.txt", str(tmp_path / "out.txt")).returncode == 0
+    assert (tmp_path / "out.txt").read_text() == "copied in\n"
+    out = run(agent, "cp", "cpbox:/no/such", str(tmp_path / "x"))
+    assert out.returncode == 1 and "Could not find the file /no/such" in out.stderr
