@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IMAGE_OUT, Toolbox, require_image, toolbox_env
+from toolbox_cli import IMAGE_OUT, Toolbox, require_image, toolbox_env
 from helpers_http import FileServer
 
 pytestmark = pytest.mark.e2e
