@@ -36,7 +36,8 @@ PING = ("import socket,time\n"
         "for _ in range(600):\n"
         "    try:\n"
         "        s=socket.socket(socket.AF_UNIX); s.connect('/run/toolbox/docker.sock'); break\n"
-        "    except OSError: time.sleep(0.1)\n"
+        "    except OSError as e: err=e; time.sleep(0.1)\n"
+        "else: raise SystemExit(err)\n"
         "s.sendall(b'GET /_ping HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); print(s.recv(4096).decode().split()[1])\n")
 
 

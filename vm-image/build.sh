@@ -78,6 +78,7 @@ main() {
 	local hash cached version work
 	hash=$(input_hash)
 	cached="$CACHE_ROOT/$hash"
+	[ "${1:-}" = --rebuild ] && rm -rf "$cached"
 	if [ -f "$cached/manifest.json" ]; then
 		log "cached build $hash"
 		publish "$cached"

@@ -28,8 +28,6 @@ step_mounts() {
 	read -r controllers </sys/fs/cgroup/cgroup.subtree_control
 	log "cgroup2 mounted at /sys/fs/cgroup (subtree: $controllers)"
 	echo 0 >/proc/sys/kernel/ctrl-alt-del # ctrl-alt-del -> SIGINT to us, not an instant reset
-	modprobe -a -q evdev button virtio_net e1000 ext4
-	log "modules loaded"
 }
 
 # --- data disk -----------------------------------------------------------------------
@@ -99,7 +97,7 @@ set_user_ids() {
 	if [ -z "$owner" ]; then
 		sed -i "s/^toolbox:x:[0-9]*:/toolbox:x:$gid:/" /etc/group
 	elif [ "$owner" != toolbox ]; then
-		sed -i "s/^\($owner:x:$gid:.*[^:]\)\$/\1,toolbox/; s/^\($owner:x:$gid:\)\$/\1toolbox/" /etc/group
+		sed -i 's/^toolbox:x:\([0-9]*\):$/toolbox:x:\1:toolbox/' /etc/group # member of group toolbox
 	fi
 	sed -i "s/^toolbox:x:[0-9]*:[0-9]*:/toolbox:x:$uid:$gid:/" /etc/passwd
 	chown -R "$uid:$gid" /home/toolbox
