@@ -8,6 +8,7 @@ half-made when something fails.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import platform
@@ -27,7 +28,7 @@ from toolbox.drivers.libvirt.connection import (
     open_connection,
     translate,
 )
-from toolbox.drivers.libvirt.domain_xml import HostFacts, build_domain_xml, domain_name, domain_type_for
+from toolbox.drivers.libvirt.domain_xml import TOOLBOX_NS, HostFacts, build_domain_xml, domain_name, domain_type_for
 from toolbox.drivers.libvirt.states import PAUSED_USER, map_state
 from toolbox.errors import DriverError, ToolMissing
 from toolbox.run import run
@@ -120,16 +121,38 @@ class LibvirtDriver:
         )
 
     def domain_xml(self, conn: Any, spec: VMSpec, uuid: str | None = None) -> str:
+        """The XML for spec, stamped with its own digest (and the domain's UUID if given)."""
         xml = build_domain_xml(spec, self._facts(conn, spec))
-        if uuid is None:
-            return xml
-        # Redefining an existing domain must keep its UUID, or libvirt refuses the name.
         root = ET.fromstring(xml)
-        el = ET.Element("uuid")
-        el.text = uuid
-        root.insert(1, el)
+        # The digest of what we asked for, so a redefinition can be skipped when nothing
+        # changed: libvirt checks QEMU's capabilities on every define, which costs
+        # seconds (tens of seconds where its capability cache never stays valid).
+        meta = root.find(f"metadata/{{{TOOLBOX_NS}}}instance")
+        assert meta is not None
+        meta.set("xml-sha256", hashlib.sha256(xml.encode()).hexdigest())
+        if uuid is not None:
+            # Redefining an existing domain must keep its UUID, or libvirt refuses the name.
+            el = ET.Element("uuid")
+            el.text = uuid
+            root.insert(1, el)
         ET.indent(root, space="  ")
         return ET.tostring(root, encoding="unicode") + "\n"
+
+    def _redefine(self, conn: Any, dom: Any, spec: VMSpec, doing: str) -> None:
+        """defineXML for spec, unless the domain was defined from exactly this spec."""
+        xml = self.domain_xml(conn, spec, uuid=dom.UUIDString())
+        wanted = ET.fromstring(xml).find(f"metadata/{{{TOOLBOX_NS}}}instance")
+        if wanted is not None and wanted.get("xml-sha256") == self._defined_digest(dom):
+            return
+        self._call(doing, conn.defineXML, xml)
+
+    def _defined_digest(self, dom: Any) -> str | None:
+        libvirt = import_libvirt()
+        try:
+            text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, TOOLBOX_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except libvirt.libvirtError:
+            return None  # defined by an older toolbox, or by hand
+        return ET.fromstring(text).get("xml-sha256")
 
     # -- Driver -------------------------------------------------------------------------
 
@@ -172,8 +195,7 @@ class LibvirtDriver:
                     f"{dom.name()} is suspended; its saved memory would not match the new settings",
                     hint=f"resume and stop it first: toolbox up -n {spec.name} && toolbox down -n {spec.name}",
                 )
-            xml = self.domain_xml(conn, spec, uuid=dom.UUIDString())
-            self._call(f"redefining {dom.name()}", conn.defineXML, xml)
+            self._redefine(conn, dom, spec, f"redefining {dom.name()}")
 
     def _require(self, conn: Any, spec: VMSpec) -> Any:
         dom = self._lookup(conn, spec)
@@ -195,8 +217,7 @@ class LibvirtDriver:
                 if not dom.hasManagedSaveImage(0):
                     # A fresh boot follows this boot's spec: the accelerator is probed only
                     # now (create got the configured one), and the image may be new.
-                    xml = self.domain_xml(conn, spec, uuid=dom.UUIDString())
-                    self._call(f"updating {dom.name()}", conn.defineXML, xml)
+                    self._redefine(conn, dom, spec, f"updating {dom.name()}")
                 # With a managed-save image, create() restores it instead of booting.
                 self._call(f"starting {dom.name()}", dom.create)
 
