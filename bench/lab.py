@@ -58,8 +58,9 @@ class Instance:
     def dir(self) -> Path:
         return self.lab.home / self.name
 
-    def cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "toolbox", *args, "-n", self.name]
+    def cli(self, command: str, *args: str) -> list[str]:
+        """`toolbox COMMAND -n NAME ARGS` (the name before any `--`)."""
+        return [sys.executable, "-m", "toolbox", command, "-n", self.name, *args]
 
     def run(self, *args: str, timeout: float = CLI_TIMEOUT) -> str:
         proc = subprocess.run(self.cli(*args), env=self.lab.env, stdin=subprocess.DEVNULL, capture_output=True,

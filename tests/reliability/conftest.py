@@ -11,10 +11,15 @@ directory every test shares that one instance and leaves it running.
 
 from __future__ import annotations
 
-import pytest
-from e2e.conftest import Toolbox, release_server, require_image, toolbox_env, toolbox_vm  # noqa: F401
+import sys
+from pathlib import Path
 
-from tally import TALLY, Tally, tally  # noqa: F401  (tally is a fixture)
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # the e2e helpers import by name
+
+from e2e.conftest import release_server, toolbox_vm  # noqa: E402, F401  (fixtures)
+from tally import TALLY, tally  # noqa: E402, F401  (tally is a fixture)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -20,7 +20,7 @@ import sys
 import time
 
 import pytest
-from e2e.conftest import Toolbox
+from toolbox_cli import Toolbox
 from procs import qemu_pids, wait_gone
 from tally import Tally
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from e2e.conftest import Toolbox
+from toolbox_cli import Toolbox
 from procs import alive, is_loopback, sockets_of
 
 pytestmark = pytest.mark.e2e
