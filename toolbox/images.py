@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,13 +388,3 @@ def ensure_cached(resolved: ResolvedImage, progress: ProgressHook | None = None)
         raise
     cmdline = boot["cmdline.txt"].read_text().strip() if "cmdline.txt" in boot else resolved.cmdline
     return CachedImage(resolved, iso, boot.get("vmlinuz"), boot.get("initrd.img"), cmdline)
-
-
-def remove_unused(keep: set[str]) -> list[str]:
-    """Delete cache entries whose sha256 is not in `keep`; returns what went."""
-    gone = []
-    for entry in cache_dir().glob("*"):
-        if entry.is_dir() and SHA256_RE.match(entry.name) and entry.name not in keep:
-            shutil.rmtree(entry, ignore_errors=True)
-            gone.append(entry.name)
-    return gone

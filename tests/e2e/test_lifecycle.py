@@ -114,6 +114,13 @@ def test_kill_9_is_seen_and_up_recovers(toolbox_vm: Toolbox) -> None:
     assert toolbox_vm.ssh(f"cat {MARKER}").stdout.strip() == "kept"
 
 
+def test_save_and_resume(toolbox_vm: Toolbox) -> None:
+    toolbox_vm.run("save", "-n", toolbox_vm.name)
+    assert _status(toolbox_vm).startswith("suspended")
+    toolbox_vm.run("resume", "-n", toolbox_vm.name)
+    assert toolbox_vm.ssh(f"cat {MARKER}").stdout.strip() == "kept"
+
+
 def test_status_is_fast(toolbox_vm: Toolbox) -> None:
     best = min(_timed(toolbox_vm) for _ in range(5))
     assert best < 0.5, f"toolbox status took {best:.3f} s"  # the 150 ms target is measured in bench/
