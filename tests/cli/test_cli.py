@@ -143,6 +143,7 @@ def test_up_down_with_ssh_faked(cli: Any, inited: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
     monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
+    monkeypatch.setattr(instance, "_start_host_agent", lambda *a: None)  # no real SSH to serve
     result = cli("up")
     assert result.exit_code == 0, result.output
     assert cli("status").output.startswith("starting")  # nothing speaks SSH on the port
@@ -197,6 +198,7 @@ def _fake_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
     monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
+    monkeypatch.setattr(instance, "_start_host_agent", lambda *a: None)  # no real SSH to serve
 
 
 def test_up_moves_off_a_taken_port(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
