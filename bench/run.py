@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from figures import Figure, Skipped  # noqa: E402
+from figures import Figure, Skipped, Target  # noqa: E402
 from lab import REPO, lab  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -67,13 +67,34 @@ def render(figures: list[Figure], skipped: list[Skipped]) -> None:
             console.print(f"  [dim]{f.name}: {f.note}[/]")
 
 
+def markdown(doc: dict[str, Any]) -> str:
+    """The README's table from a results JSON (what `--markdown FILE` prints)."""
+    rows = ["| figure | median | min | max | n | baseline median | ratio (median of pairs) | target | met? | accel |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for f in doc["figures"]:
+        unit, t = f["unit"], f["target"]
+        target = Target(**t).render(unit) if t else "-"
+        base = f"{_num(f['baseline_median'], unit)} ({f['baseline_name']})" if f["baseline"] else "-"
+        ratio = f"{f['ratio']:.2f}×" if f["ratio"] is not None else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[f["met"]]
+        rows.append(f"| {f['name']} | {_num(f['median'], unit)} | {_num(f['min'], unit)} | {_num(f['max'], unit)} "
+                    f"| {f['n']} | {base} | {ratio} | {target} | {met} | {f['accel']} |")
+    for s in doc["skipped"]:
+        rows.append(f"| {s['name']} | skipped: {s['reason']} | | | | | | | | |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per benchmark (default 3)")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
                         help=f"run only these: {', '.join(BENCHMARKS)}")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results ({RESULTS})")
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a results file as the README's table")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
