@@ -25,24 +25,12 @@ from toolbox_agent.containers.model import (
     NAME_RE, Container, command_line, created_seconds, merge_config, new_id, should_restart, unique_random_name,
 )
 from toolbox_agent.containers.runtime import Runtime, RuntimeError_
-from toolbox_agent.containers.stdio import Subscriber
+from toolbox_agent.containers.stdio import Link, Subscriber
 from toolbox_agent.events import EventBus
 from toolbox_agent.settings import Settings
 
 log = logging.getLogger("toolbox_agent.containers")
 AGENT_PYTHONPATH = str(Path(__file__).resolve().parents[2])
-
-
-class Link:
-    """The engine's connection to one container's shim."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.task: asyncio.Task[None] | None = None
-
-    async def send(self, kind: int, data: bytes = b"") -> None:
-        self.writer.write(frames.shim_frame(kind, data))
-        await self.writer.drain()
 
 
 class ContainerEngine:
@@ -179,21 +167,24 @@ class ContainerEngine:
         for stale in ("exit.json", "pid"):
             (c.dir / stale).unlink(missing_ok=True)
         self.shim_socket(c).unlink(missing_ok=True)
-        await self.runtime.delete(c.id)  # a leftover from a crash would block the name
+        if self._runtime_knows(c):
+            await self.runtime.delete(c.id)  # a leftover from a crash would block the name
         pid = await self._spawn_shim(c)
         link = await self._connect(c)
         self.links[c.id] = link
         link.task = asyncio.ensure_future(self._pump(c, link))
-        for data in self.pending_stdin.pop(c.id, []):
-            await link.send(frames.K_STDIN if data else frames.K_STDIN_CLOSE, data)
         try:
+            for data in self.pending_stdin.pop(c.id, []):
+                await link.send(frames.K_STDIN if data else frames.K_STDIN_CLOSE, data)
             await self.runtime.start(c.id)
+            c.state.status, c.state.pid, c.state.error, c.state.manually_stopped = "running", pid, "", False
+            c.state.started_at, c.state.exit_code = rfc3339_nano(), 0
+            c.save()
+            self._publish(c, "start")
         except RuntimeError_ as exc:
             raise InvalidParameter(f"failed to start container: {exc}") from None
-        c.state.status, c.state.pid, c.state.error, c.state.manually_stopped = "running", pid, "", False
-        c.state.started_at, c.state.exit_code = rfc3339_nano(), 0
-        c.save()
-        self._publish(c, "start")
+        finally:
+            link.started.set()
 
     async def _spawn_shim(self, c: Container) -> int:
         argv = [sys.executable, "-m", "toolbox_agent.containers.shim", str(c.dir), str(self.shim_socket(c)), c.id,
@@ -223,6 +214,9 @@ class ContainerEngine:
         c.save()
         raise InvalidParameter(f"failed to create task for container: {reason}")
 
+    def _runtime_knows(self, c: Container) -> bool:
+        return (Path(self.runtime.root) / c.id).exists()
+
     def shim_socket(self, c: Container) -> Path:
         return self.sock_dir / f"{c.id[:24]}.sock"
 
@@ -244,6 +238,7 @@ class ContainerEngine:
             for sub in list(self.subscribers.get(c.id, ())):
                 sub.put(frame[0], frame[1])
         link.writer.close()
+        await link.started.wait()  # a fast exit must not overtake start's "running"
         await self._finalize(c)
 
     async def _finalize(self, c: Container) -> None:
@@ -385,7 +380,8 @@ class ContainerEngine:
         c.state.status = "removing"
         await self.execs.forget_container(c.id)
         await rootfs.unmount(c.dir)
-        await self.runtime.delete(c.id)
+        if self._runtime_knows(c):
+            await self.runtime.delete(c.id)
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, c.dir, True)
         self.containers.pop(c.id, None)
         self.locks.pop(c.id, None)
@@ -481,6 +477,7 @@ class ContainerEngine:
                 except OSError:
                     await self._finalize(c)  # exit.json tells the code, or 255 (lost, e.g. a reboot)
                     continue
+                link.started.set()
                 self.links[c.id] = link
                 link.task = asyncio.ensure_future(self._pump(c, link))
             elif should_restart(c, booting=True) and c.state.started_at != "0001-01-01T00:00:00Z":

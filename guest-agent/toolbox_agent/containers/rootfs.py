@@ -3,10 +3,14 @@ and its per-container /etc files."""
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 from pathlib import Path
 
-from toolbox_agent.containers.runtime import run_command
+log = logging.getLogger("toolbox_agent.containers")
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
 
 RESOLV_SOURCE = Path("/etc/resolv.conf")
 FALLBACK_RESOLV = "nameserver 10.0.2.3\n"
@@ -29,18 +33,19 @@ async def mount(layer_dirs: list[Path], cdir: Path) -> Path:
         empty.mkdir(exist_ok=True)
         lowers = [str(empty)]
     options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
-    rc, _, err = await run_command("mount", "-t", "overlay", "overlay", "-o", options, str(target))
-    if rc != 0:
-        raise OSError(f"mounting the container's root filesystem failed: {err.strip()}")
+    log.debug("mount overlay %s (%s)", target, options)
+    # mount(2) directly: a `mount` process costs a second under TCG
+    if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mounting the container's root filesystem failed: {os.strerror(err)}")
     return target
 
 
 async def unmount(cdir: Path) -> None:
     target = cdir / "rootfs"
-    if is_mounted(target):
-        rc, _, err = await run_command("umount", str(target))
-        if rc != 0:
-            await run_command("umount", "-l", str(target))
+    if is_mounted(target) and _libc.umount2(os.fsencode(target), 0) != 0:
+        log.warning("umount %s: %s; detaching it", target, os.strerror(ctypes.get_errno()))
+        _libc.umount2(os.fsencode(target), MNT_DETACH)
 
 
 def write_etc_files(cdir: Path, hostname: str, extra_hosts: list[str]) -> tuple[Path, Path, Path]:

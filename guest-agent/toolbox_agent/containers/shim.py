@@ -180,13 +180,14 @@ class Shim:
         tmp = self.dir / "exit.json.tmp"
         tmp.write_text(json.dumps(doc))
         tmp.rename(self.dir / "exit.json")
-        subprocess.run([*self.runtime, "delete", "--force", self.id], capture_output=True, check=False)
         listener.close()
         self.sock.unlink(missing_ok=True)
         frame = frames.shim_frame(frames.K_EXIT, json.dumps(doc).encode())
         for client in list(self.clients.values()):
             client.send(frame)
             client.sock.close()
+        # after telling the agent: nobody waits on this
+        subprocess.run([*self.runtime, "delete", "--force", self.id], capture_output=True, check=False)
 
     def _readable(self, fd: int) -> None:
         try:

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from toolbox_agent.containers import frames
+
 Output = tuple[int, bytes] | None  # (1 stdout | 2 stderr, data); None ends the stream
 
 
@@ -36,3 +38,16 @@ class Session:
     close_stdin: Callable[[], Awaitable[None]]
     close: Callable[[], Awaitable[None]]
     stdin: bool = False
+
+
+class Link:
+    """The engine's connection to one container's shim."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.task: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()  # the exit is handled only after start's bookkeeping
+
+    async def send(self, kind: int, data: bytes = b"") -> None:
+        self.writer.write(frames.shim_frame(kind, data))
+        await self.writer.drain()
