@@ -167,3 +167,26 @@ def test_docker_sdk(docker_env: dict[str, str]) -> None:
         c.remove(force=True)
     with pytest.raises(docker.errors.NotFound):
         client.containers.get(c.id)
+
+
+def test_cp_stats_top_inspect_and_filters(docker_env: dict[str, str], tmp_path: Path) -> None:
+    run = docker_cli(docker_env, "run", "-d", "--name", "toolbelt", "--label", "suite=e2e", "learn/tutorial", "sleep", "600")
+    assert run.returncode == 0, run.stderr
+    try:
+        src = tmp_path / "note.txt"
+        src.write_text("copied in\n")
+        assert docker_cli(docker_env, "cp", str(src), "toolbelt:/tmp/").returncode == 0
+        assert docker_cli(docker_env, "exec", "toolbelt", "cat", "/tmp/note.txt").stdout == "copied in\n"
+        assert docker_cli(docker_env, "cp", "toolbelt:/etc/motd", str(tmp_path / "motd")).returncode == 0
+        assert (tmp_path / "motd").read_text() == "Welcome to the tutorial\n"
+        stats = docker_cli(docker_env, "stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "toolbelt").stdout.split()
+        assert stats == ["toolbelt", "1"]
+        assert "sleep 600" in docker_cli(docker_env, "top", "toolbelt").stdout
+        names = docker_cli(docker_env, "ps", "--filter", "label=suite=e2e", "--filter", "ancestor=learn/tutorial", "--format", "{{.Names}}")
+        assert names.stdout.split() == ["toolbelt"]
+        caps = docker_cli(docker_env, "exec", "toolbelt", "grep", "-E", "^(CapEff|Seccomp):", "/proc/1/status").stdout.split()
+        assert caps == ["CapEff:", "00000000a80425fb", "Seccomp:", "2"]  # Docker's default capabilities, filtered
+        doc = json.loads(docker_cli(docker_env, "inspect", "toolbelt").stdout)[0]
+        assert doc["State"]["Running"] and doc["Config"]["Labels"]["suite"] == "e2e" and doc["Name"] == "/toolbelt"
+    finally:
+        docker_cli(docker_env, "rm", "-f", "toolbelt")
