@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[Skipped] = []
     failed = False
     with lab() as the_lab:
+        image_version = str(the_lab.manifest.get("version"))
         for name in names:
             module = __import__(BENCHMARKS[name])
             runner: Callable[..., list[Any]] = module.run
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(), "cpus": os.cpu_count(), "rounds": args.rounds, "benchmarks": names,
+        "host": platform.node(), "cpus": os.cpu_count(), "image_version": image_version,
+        "rounds": args.rounds, "benchmarks": names,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "figures": [f.to_json() for f in figures],
         "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     render(figures, skipped)
-    print(f"load average {load_before[0]:.1f} before, {doc['loadavg_after'][0]:.1f} after; "
+    print(f"image {image_version}; load average {load_before[0]:.1f} before, {doc['loadavg_after'][0]:.1f} after; "
           f"written to {args.json}")
     return 1 if failed else 0
 
