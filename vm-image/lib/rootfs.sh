@@ -96,7 +96,10 @@ trim_rootfs() { # ROOT
 	rm -rf "$root"/usr/lib/x86_64-linux-gnu/gconv "$root"/usr/include
 	find "$root/usr/lib" -name '*.a' -delete
 	rm -rf "$root"/usr/lib/python3.11/{ensurepip,idlelib,lib2to3,tkinter,turtledemo,pydoc_data,test,config-3.11-x86_64-linux-gnu}
-	rm -f "$root"/usr/lib/python3.11/lib-dynload/{_test,_ctypes_test,xxlimited,_xxtestfuzz}*
+	rm -f "$root"/usr/lib/python3.11/lib-dynload/{_test,_ctypes_test,xxlimited,_xxtestfuzz,_dbm}*
+	# CJK codecs (the guest speaks UTF-8) and Berkeley DB (only PAM's unused pam_userdb).
+	rm -f "$root"/usr/lib/python3.11/lib-dynload/_codecs_{cn,hk,iso2022,jp,kr,tw}.* \
+		"$root"/usr/lib/x86_64-linux-gnu/libdb-5.3.so "$root"/usr/lib/x86_64-linux-gnu/security/pam_userdb.so
 	# Client-side and admin tools nobody runs inside the guest (sshd needs none of them).
 	rm -f "$root"/usr/bin/{openssl,ssh,scp,sftp,ssh-add,ssh-agent,ssh-keyscan,slogin,pzstd,localedef,cvtsudoers} \
 		"$root"/usr/bin/dpkg* "$root"/usr/sbin/{sudo_logsrvd,tipc,devlink,ldconfig,debugfs}
