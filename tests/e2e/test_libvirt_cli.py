@@ -92,7 +92,9 @@ def test_down_and_up_keep_the_data(lv: Toolbox) -> None:
     assert lv.run("status", "-n", lv.name).stdout.startswith("stopped")
     assert "reboot: Power down" in (lv.instance_dir / "serial.log").read_text(errors="replace")
     _up(lv)
-    assert lv.ssh(f"cat {MARKER}").stdout.strip() == "kept"
+    got = lv.ssh(f"cat {MARKER}", check=False)
+    serial = (lv.instance_dir / "serial.log").read_text(errors="replace")
+    assert got.stdout.strip() == "kept", f"the data disk lost the marker ({got.stderr.strip()}); serial:\n{serial[-3000:]}"
 
 
 def test_delete_leaves_no_domain_volume_or_file(lv: Toolbox, libvirt_uri: str) -> None:  # noqa: F811
