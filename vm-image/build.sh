@@ -39,10 +39,10 @@ ensure_tools() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 }
 
-# Content hash of everything the image is made from.
+# Content hash of everything the image is made from (documentation aside).
 input_hash() {
 	(cd "$REPO" && find vm-image guest-agent -type f \
-		! -path 'vm-image/out/*' ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 |
+		! -path 'vm-image/out/*' ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name '*.md' -print0 |
 		LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-64
 }
 
