@@ -10,6 +10,7 @@ Only tomllib (stdlib, fast) is imported here; tomli_w is imported when writing, 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -102,6 +103,10 @@ class InstanceConfig:
     created: str
     accel: str = "auto"
     mounts: list[MountConfig] = field(default_factory=list)
+    # Registries the guest agent reaches over plain HTTP ("host:port"), and mirrors it
+    # tries before Docker Hub ("http(s)://host:port"), as dockerd's daemon.json has them.
+    insecure_registries: list[str] = field(default_factory=list)
+    registry_mirrors: list[str] = field(default_factory=list)
     version: int = INSTANCE_FORMAT
 
 
@@ -168,7 +173,22 @@ def validate_instance(data: dict[str, Any], host: HostFacts) -> list[str]:
         for key in ("host_path", "guest_path"):
             if not isinstance(mount, dict) or not str(mount.get(key, "")).startswith("/"):
                 problems.append(f"mounts[{i}].{key}: expected an absolute path")
+    validate_registries(problems, "", data.get("insecure_registries", []), data.get("registry_mirrors", []))
     return problems
+
+
+_REGISTRY_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?$")
+
+
+def validate_registries(problems: list[str], prefix: str, insecure: Any, mirrors: Any) -> None:
+    """insecure registries are "host[:port]"; mirrors are http(s) URLs without a path."""
+    for i, value in enumerate(insecure if isinstance(insecure, list) else [insecure]):
+        if not isinstance(value, str) or not _REGISTRY_HOST.match(value):
+            problems.append(f"{prefix}insecure_registries[{i}]: {value!r} is not host[:port] (no scheme, no path)")
+    for i, value in enumerate(mirrors if isinstance(mirrors, list) else [mirrors]):
+        scheme, _, rest = value.partition("://") if isinstance(value, str) else ("", "", "")
+        if scheme not in ("http", "https") or not _REGISTRY_HOST.match(rest.rstrip("/")):
+            problems.append(f"{prefix}registry_mirrors[{i}]: {value!r} is not http(s)://host[:port]")
 
 
 # --- loading and saving ------------------------------------------------------------

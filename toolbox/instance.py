@@ -57,6 +57,8 @@ class InitOptions:
     disk_size_gib: int | None = None
     accel: str | None = None
     mounts: list[MountConfig] = field(default_factory=list)
+    insecure_registries: list[str] = field(default_factory=list)
+    registry_mirrors: list[str] = field(default_factory=list)
 
 
 # --- init --------------------------------------------------------------------------
@@ -70,6 +72,7 @@ def _settings(opts: InitOptions, host: HostFacts) -> dict[str, Any]:
     merged = {k: (v if v is not None else getattr(glob, k)) for k, v in given.items()}
     problems: list[str] = []
     cfgmod.validate_resources(problems, "--", merged, host)
+    cfgmod.validate_registries(problems, "--", opts.insecure_registries, opts.registry_mirrors)
     if problems:
         raise ConfigError([p.replace("_mib", "").replace("_gib", "").replace("_", "-") for p in problems],
                           source="options")
@@ -118,10 +121,21 @@ def _write_keys_and_drive(paths: InstancePaths, cfg: InstanceConfig, share_type:
         hostname=f"toolbox-{cfg.name}", uid=_guest_id(os.getuid()), gid=_guest_id(os.getgid()),
         authorized_keys=[login.public_openssh.strip()], host_private_key=host.private_openssh,
         host_public_key=host.public_openssh.strip(), mounts=mounts,
-        agent={"docker_socket": GUEST_DOCKER_SOCKET},
+        agent=_agent_settings(cfg),
     )
     write_config_drive(paths.cidata, drive)
     os.chmod(paths.cidata, 0o600)
+
+
+def _agent_settings(cfg: InstanceConfig) -> dict[str, object]:
+    """agent.json on the config drive. With mirrors set, Docker Hub is tried only after
+    them, as dockerd does; the guest agent reads these keys (guest-agent/README.md)."""
+    settings: dict[str, object] = {"docker_socket": GUEST_DOCKER_SOCKET}
+    if cfg.insecure_registries:
+        settings["insecure_registries"] = list(cfg.insecure_registries)
+    if cfg.registry_mirrors:
+        settings["registry_mirrors"] = list(cfg.registry_mirrors)
+    return settings
 
 
 def _guest_id(host_id: int) -> int:
@@ -173,6 +187,7 @@ def init(opts: InitOptions, step: Step = _quiet, progress: ProgressHook | None =
                 memory_mib=settings["memory_mib"], disk_size_gib=settings["disk_size_gib"],
                 image=image_ref(image), ssh_port=free_port(), accel=settings["accel"],
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"), mounts=opts.mounts,
+                insecure_registries=opts.insecure_registries, registry_mirrors=opts.registry_mirrors,
             )
             step("making keys and the config drive")
             _write_keys_and_drive(paths, cfg, driver.features.share_type)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +307,30 @@ def test_init_with_mounts(cli: Any, env: Path, server: FileServer, tmp_path: Pat
                       {"host": str(share), "guest": "/work", "writable": False}]
     bad = cli("init", "-n", "other", "--mount", str(tmp_path / "missing"))
     assert bad.exit_code == 2 and "is not a directory" in bad.output
+
+
+def _agent_json(cidata: Path, tmp_path: Path) -> dict[str, Any]:
+    """agent.json as the guest reads it: extracted from the config drive by xorriso."""
+    out = tmp_path / "drive"
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(cidata), "-extract", "/", str(out)],
+                   check=True, capture_output=True)
+    return json.loads((out / "agent.json").read_text())
+
+
+def test_init_passes_registry_settings_to_the_agent(cli: Any, env: Path, server: FileServer, tmp_path: Path) -> None:
+    result = cli("init", "--insecure-registry", "10.0.2.2:5000", "--registry-mirror", "http://10.0.2.2:5000",
+                 "--manifest-url", f"{server.url}/v1/manifest.json")
+    assert result.exit_code == 0, result.output
+    agent = _agent_json(env / "default" / "cidata.iso", tmp_path)
+    assert agent["insecure_registries"] == ["10.0.2.2:5000"]
+    assert agent["registry_mirrors"] == ["http://10.0.2.2:5000"]
+    saved = tomllib.loads((env / "default" / "instance.toml").read_text())
+    assert saved["insecure_registries"] == ["10.0.2.2:5000"]
+
+
+def test_init_refuses_bad_registry_settings(cli: Any, env: Path, server: FileServer) -> None:
+    bad = cli("init", "--insecure-registry", "http://10.0.2.2:5000/v2", "--registry-mirror", "10.0.2.2:5000",
+              "--manifest-url", f"{server.url}/v1/manifest.json")
+    assert bad.exit_code == 2
+    assert "insecure-registries[0]" in bad.output and "registry-mirrors[0]" in bad.output
+    assert not (env / "default").exists()

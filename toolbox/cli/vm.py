@@ -41,6 +41,10 @@ def init(
     driver: Annotated[Optional[str], typer.Option(help="qemu, libvirt or virtualbox.")] = None,
     accel: Annotated[Optional[str], typer.Option(help="auto, hvf, kvm or tcg (also $TOOLBOX_ACCEL).")] = None,
     mount: Annotated[Optional[list[str]], typer.Option(help="Share a host folder: HOST[:GUEST][:ro] (repeatable).")] = None,
+    insecure_registry: Annotated[Optional[list[str]], typer.Option(
+        help="A registry the VM reaches over plain HTTP: HOST[:PORT] (repeatable).")] = None,
+    registry_mirror: Annotated[Optional[list[str]], typer.Option(
+        help="A mirror tried before Docker Hub: http(s)://HOST[:PORT] (repeatable).")] = None,
     manifest_url: ManifestOpt = None, iso_url: IsoUrlOpt = None, iso: IsoOpt = None, sha256: ShaOpt = None,
 ) -> None:
     """Create an instance: download and verify the image, make keys, create the VM.
@@ -56,6 +60,7 @@ def init(
         memory_mib=parse_size_mib(memory, "m") if memory else None,
         disk_size_gib=parse_size_mib(disk_size, "g") // 1024 if disk_size else None, accel=accel,
         mounts=[parse_mount(m) for m in mount or []],
+        insecure_registries=insecure_registry or [], registry_mirrors=registry_mirror or [],
     )
     with steps("creating") as step:
         cfg = instance.init(opts, step=step, progress=DownloadBar())
