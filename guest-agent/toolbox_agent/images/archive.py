@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from . import reference as refs
-from .errors import ArchiveError, DigestMismatch, ImageError
-from .layers import CHUNK, LayerError, compression_of, extract_layer, hash_tar, open_uncompressed
+from .errors import ArchiveError, ImageError
+from .layers import CHUNK, LayerError, compression_of, hash_tar, open_uncompressed
 from .model import LayerRecord, write_atomic
 from .registry import sha256_digest
 
@@ -288,21 +288,10 @@ def _layer(store: ImageStore, tf: tarfile.TarFile, path: str, diff_id: str, tmpd
     digest = _file_digest(blob)
     kind = compression_of(blob)
     if not store.has_layer(diff_id):
-        root = work / "root"
-        root.mkdir()
         try:
-            info = extract_layer(blob, root)
+            store.install_layer(blob, diff_id, work, f"layer {path}")
         except LayerError as exc:
             raise ArchiveError(str(exc)) from exc
-        if info.diff_id != diff_id:
-            raise DigestMismatch(f"layer {path}: diff_id {info.diff_id} does not match config's {diff_id}")
-        sidecar = {"diff_id": diff_id, "tar_size": info.tar_size, "size": info.size}
-        write_atomic(store.root / "layers" / (diff_id.removeprefix("sha256:") + ".json"), json.dumps(sidecar).encode())
-        try:
-            os.rename(root, store.layer_dir(diff_id))
-        except OSError:
-            if not store.has_layer(diff_id):
-                raise
     store.pin(digest)
     pins.append(digest)
     os.replace(blob, store.blob_path(digest))

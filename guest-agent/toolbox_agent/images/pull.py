@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import reference as refs
 from .errors import DigestMismatch, ImageError, RegistryError
-from .layers import LayerInfo, extract_layer
+from .layers import LayerInfo
 from .model import LayerRecord, write_atomic
 from .registry import IMAGE_MANIFEST_TYPES, INDEX_TYPES, Credentials, Endpoint, is_insecure, sha256_digest
 from .store import Progress
@@ -267,19 +267,7 @@ async def _extract(store: ImageStore, digest: str, diff_id: str) -> None:
     tmpdir = store.temp_path("layer-")
 
     def work() -> LayerInfo:
-        root = tmpdir / "root"
-        root.mkdir()
-        info = extract_layer(store.blob_path(digest), root)
-        if info.diff_id != diff_id:
-            raise DigestMismatch(f"layer {digest}: diff_id {info.diff_id} does not match config's {diff_id}")
-        sidecar = {"diff_id": diff_id, "tar_size": info.tar_size, "size": info.size}
-        write_atomic(store.root / "layers" / (diff_id.removeprefix("sha256:") + ".json"), json.dumps(sidecar).encode())
-        try:
-            os.rename(root, store.layer_dir(diff_id))
-        except OSError:
-            if not store.has_layer(diff_id):
-                raise
-        return info
+        return store.install_layer(store.blob_path(digest), diff_id, tmpdir, f"layer {digest}")
 
     try:
         await asyncio.to_thread(work)

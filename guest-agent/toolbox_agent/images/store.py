@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import reference as refs
-from .errors import ImageConflict, ImageNotFound, InvalidReference
+from .errors import DigestMismatch, ImageConflict, ImageNotFound, InvalidReference
+from .layers import LayerInfo, extract_layer
 from .model import Image, LayerRecord, with_suppress_unlink, write_atomic
 
 if TYPE_CHECKING:
@@ -129,6 +131,26 @@ class ImageStore:
 
     def has_layer(self, diff_id: str) -> bool:
         return self.layer_dir(diff_id).is_dir()
+
+    def install_layer(self, blob: Path, diff_id: str, work: Path, source: str) -> LayerInfo:
+        """Extract a layer blob under `work`, check its diff_id, then move it into place.
+
+        The sidecar is written before the rename, so a layer directory never exists
+        without it; a concurrent install of the same layer that wins the rename is fine.
+        """
+        root = work / "root"
+        root.mkdir()
+        info = extract_layer(blob, root)
+        if info.diff_id != diff_id:
+            raise DigestMismatch(f"{source}: diff_id {info.diff_id} does not match config's {diff_id}")
+        sidecar = {"diff_id": diff_id, "tar_size": info.tar_size, "size": info.size}
+        write_atomic(self.root / "layers" / (diff_id.removeprefix("sha256:") + ".json"), json.dumps(sidecar).encode())
+        try:
+            os.rename(root, self.layer_dir(diff_id))
+        except OSError:
+            if not self.has_layer(diff_id):
+                raise
+        return info
 
     def temp_path(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
