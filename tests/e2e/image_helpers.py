@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from toolbox import keys
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_OUT = REPO / "vm-image" / "out"
@@ -30,18 +30,13 @@ BOOT_MODES = ("kernel", "bios", "uefi")
 
 
 @dataclass(frozen=True)
-class KeyPair:
-    private_openssh: str
-    public_openssh: str
+class KeyPair(keys.KeyPair):
+    """toolbox's own key pair (toolbox.keys), with what the image tests need on top."""
 
     @classmethod
     def generate(cls, comment: str) -> KeyPair:
-        key = ed25519.Ed25519PrivateKey.generate()
-        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                    serialization.NoEncryption()).decode()
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                               serialization.PublicFormat.OpenSSH).decode()
-        return cls(private, f"{public} {comment}")
+        pair = keys.generate_ed25519(comment)
+        return cls(pair.private_openssh, pair.public_openssh)
 
     def paramiko_key(self) -> paramiko.Ed25519Key:
         import io
