@@ -2,8 +2,8 @@
 key other than the pinned one is refused with a clear message; the instance's secrets are
 0600 in a 0700 directory; nothing toolbox starts listens on a non-loopback host address.
 
-Not here yet (needs more of the engine): a container's capabilities and seccomp profile,
-its view of the host's and the VM's processes, mount and module loading.
+A container sees only its own processes and cannot write /proc/sys (its capabilities and
+seccomp profile are checked in tests/e2e/test_docker_cli.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import paramiko
 import pytest
 from toolbox_cli import Toolbox
 from procs import alive, is_loopback, sockets_of
+from registry import registry  # noqa: F401  (the session's registry fixture, for sleeper)
+from test_agents import docker, sleeper  # noqa: F401  (sleeper: the docker env and a running container)
 
 pytestmark = pytest.mark.e2e
 SECRETS = ("id_ed25519", "instance.toml", "cidata.iso", "docker.sock")  # cidata.iso carries the guest's host key
@@ -90,3 +92,14 @@ def test_nothing_listens_beyond_loopback(toolbox_vm: Toolbox) -> None:
     assert any(s.port == _ssh_port(tb) for s in listening["qemu"]), listening  # the SSH forward is seen
     exposed = {name: [s for s in socks if not is_loopback(s.address)] for name, socks in listening.items()}
     assert not any(exposed.values()), f"listening beyond loopback: {exposed}"
+
+
+def test_container_sees_only_itself(toolbox_vm: Toolbox, sleeper: tuple[dict[str, str], str]) -> None:  # noqa: F811
+    """Its own PID namespace (none of the VM's processes), and /proc/sys it cannot write.
+    (Docker's default capabilities and seccomp, without CAP_SYS_ADMIN/CAP_SYS_MODULE for
+    mount and module loading, are checked in tests/e2e/test_docker_cli.py.)"""
+    env, _ = sleeper
+    out = docker(env, "run", "--rm", "busybox", "sh", "-c", "ls /proc; echo 1 > /proc/sys/kernel/panic && echo WROTE")
+    pids = [x for x in out.stdout.split() if x.isdigit()]
+    assert 1 <= len(pids) <= 2, pids  # sh, and ls while it runs
+    assert "WROTE" not in out.stdout
