@@ -3,13 +3,23 @@
 #   rootfs (mmdebstrap, this machine's apt sources) -> trimmed -> root.squashfs
 #   kernel (Debian's generic amd64 kernel) + a busybox initramfs -> hybrid BIOS/UEFI ISO.
 # Outputs in vm-image/out/: toolbox.iso vmlinuz initrd SHA256SUMS manifest.json.
+# VARIANT=docker (make -C vm-image VARIANT=docker): the same image plus Debian's docker.io
+# (dockerd, containerd, runc; packages-docker.txt), in vm-image/out-docker/, for benchmarks.
 # Finished builds are cached by a hash of their inputs in
 # ${TOOLBOX_BUILD_CACHE:-$HOME/.cache/toolbox/images}/<hash>/; a cached build is copied.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
-OUT=$HERE/out
+VARIANT=${VARIANT:-}
+case "$VARIANT" in
+'') OUT=$HERE/out ;;
+docker) OUT=$HERE/out-docker ;;
+*)
+	echo "unknown VARIANT '$VARIANT' (known: docker)" >&2
+	exit 2
+	;;
+esac
 CACHE_ROOT=${TOOLBOX_BUILD_CACHE:-$HOME/.cache/toolbox/images}
 # shellcheck source=image.env
 . "$HERE/image.env"
@@ -42,8 +52,9 @@ ensure_tools() {
 # Content hash of everything the image is made from (documentation aside).
 input_hash() {
 	(cd "$REPO" && find vm-image guest-agent -type f \
-		! -path 'vm-image/out/*' ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name '*.md' -print0 |
-		LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-64
+		! -path 'vm-image/out/*' ! -path 'vm-image/out-*/*' ! -path '*/__pycache__/*' \
+		! -name '*.pyc' ! -name '*.md' -print0 |
+		LC_ALL=C sort -z | xargs -0 sha256sum; echo "variant=$VARIANT") | sha256sum | cut -c1-64
 }
 
 write_manifest() { # DIR VERSION
@@ -88,7 +99,7 @@ main() {
 	work=$(mktemp -d "${TMPDIR:-/var/tmp}/toolbox-image.XXXXXX")
 	# shellcheck disable=SC2064
 	trap "rm -rf '$work'" EXIT
-	log "building $version in $work"
+	log "building $version${VARIANT:+ (variant $VARIANT)} in $work"
 	build_rootfs "$work"
 	install_kernel_modules "$work"
 	customize_rootfs "$work"

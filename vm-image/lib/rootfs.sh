@@ -4,7 +4,11 @@
 INIT_APPLETS="acpid awk cat chmod chown cmp cp cut findfs grep head hostname ip kill ln mkdir
 	modprobe mount poweroff reboot rm sed sleep sync udhcpc umount"
 
-packages() { grep -v -e '^#' -e '^[[:space:]]*$' "$HERE/packages.txt" | sort -u | paste -sd, -; }
+# packages.txt, plus packages-$VARIANT.txt for a variant build.
+packages() {
+	cat "$HERE/packages.txt" ${VARIANT:+"$HERE/packages-$VARIANT.txt"} |
+		grep -v -e '^#' -e '^[[:space:]]*$' | sort -u | paste -sd, -
+}
 module_list() { grep -v -e '^#' -e '^[[:space:]]*$' "$1"; }
 
 build_rootfs() { # WORK

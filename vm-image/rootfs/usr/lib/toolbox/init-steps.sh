@@ -211,6 +211,21 @@ step_agent() {
 	acpid -c /etc/acpi -l /var/log/acpid.log -p "$RUN/acpid.pid"
 }
 
+# --- Docker's engine (only in the VARIANT=docker image) ------------------------------
+
+# dockerd starts its own containerd (state under its data root, on the data disk) and
+# uses runc. No iptables rules: the benchmarks need no port publishing or container egress
+# (pulls are made by dockerd itself), and the guest agent's engine is left alone.
+step_docker() {
+	[ -x /usr/sbin/dockerd ] || return 0
+	mkdir -p "$DATA/docker"
+	"$TB/supervise" dockerd /var/log/dockerd.log \
+		/usr/sbin/dockerd -H unix:///run/docker.sock --group toolbox \
+		--data-root "$DATA/docker" --exec-root /run/docker --pidfile /run/docker.pid \
+		--iptables=false --ip-masq=false &
+	log "dockerd + containerd started under supervision (socket /run/docker.sock, log /var/log/dockerd.log)"
+}
+
 step_ready() {
 	while read -r key value _; do
 		case "$key" in
