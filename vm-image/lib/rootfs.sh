@@ -90,6 +90,44 @@ customize_rootfs() { # WORK
 	: >"$root/etc/machine-id"
 }
 
+# Append to readahead.list every file the agent imports at start-up (byte code, extension
+# modules, in path order: the squashfs keeps small files packed in that order), so init
+# decompresses them in the background instead of the agent doing it import by import.
+agent_readahead() { # ROOT
+	local root=$1
+	chroot "$root" env PYTHONPATH=/usr/lib/toolbox/agent python3 -c '
+import importlib.util, sys
+import toolbox_agent.app, toolbox_agent.api.images, toolbox_agent.images
+import toolbox_agent.api.containers, toolbox_agent.api.exec, toolbox_agent.containers.engine
+files = set()
+for m in list(sys.modules.values()):
+    f = getattr(m, "__file__", None)
+    if not f:
+        continue
+    files.add(f)
+    if f.endswith(".py"):
+        files.add(importlib.util.cache_from_source(f))
+print("\n".join(sorted(files)))' >"$root/tmp/agent-files" ||
+		{ log "warning: agent imports not listed for readahead"; return 0; }
+	cat "$root/tmp/agent-files" >>"$root/usr/lib/toolbox/readahead.list"
+	log "readahead: $(wc -l <"$root/tmp/agent-files") agent start-up files"
+}
+
+# drop_unlinked_libs ROOT SONAME...: remove each library that no other file in the root
+# names (no ELF lists it as NEEDED, no script or config mentions it).
+drop_unlinked_libs() {
+	local root=$1 soname users
+	shift
+	for soname; do
+		users=$(grep -rlF --exclude="$soname*" --exclude=ld.so.cache "$soname" "$root"/usr "$root"/etc 2>/dev/null | head -3 || true)
+		if [ -n "$users" ]; then
+			log "keeping $soname (named by ${users//$root/})"
+		else
+			rm -f "$root"/usr/lib/x86_64-linux-gnu/"$soname"*
+		fi
+	done
+}
+
 # Remove what a read-only, package-manager-free guest never reads. Kept: the copyright
 # files and dpkg's status database (the list of what is inside).
 trim_rootfs() { # ROOT
@@ -104,15 +142,27 @@ trim_rootfs() { # ROOT
 	# CJK codecs (the guest speaks UTF-8) and Berkeley DB (only PAM's unused pam_userdb).
 	rm -f "$root"/usr/lib/python3.11/lib-dynload/_codecs_{cn,hk,iso2022,jp,kr,tw}.* \
 		"$root"/usr/lib/x86_64-linux-gnu/libdb-5.3.so "$root"/usr/lib/x86_64-linux-gnu/security/pam_userdb.so
-	# Client-side and admin tools nobody runs inside the guest (sshd needs none of them).
+	# Client-side and admin tools nobody runs inside the guest (sshd needs none of them:
+	# keysign, the FIDO and PKCS#11 helpers serve the ssh client and ssh-agent).
 	rm -f "$root"/usr/bin/{openssl,ssh,scp,sftp,ssh-add,ssh-agent,ssh-keyscan,slogin,pzstd,localedef,cvtsudoers} \
-		"$root"/usr/bin/dpkg* "$root"/usr/sbin/{sudo_logsrvd,tipc,devlink,ldconfig,debugfs}
+		"$root"/usr/bin/dpkg* "$root"/usr/sbin/{sudo_logsrvd,tipc,devlink,ldconfig,debugfs} \
+		"$root"/usr/lib/openssh/{ssh-keysign,ssh-pkcs11-helper,ssh-sk-helper}
+	# sshd reads moduli only for diffie-hellman-group-exchange, which our clients never
+	# pick (curve25519 first); without the file it falls back to a fixed group.
+	rm -f "$root"/etc/ssh/moduli
+	# Python modules that cannot run here (turtle needs tkinter) or that nothing imports
+	# (the agent's imports are listed in readahead.list), then libraries no program links.
+	rm -rf "$root"/usr/lib/python3.11/{turtle.py,pydoc.py,distutils,curses,sqlite3,dbm} \
+		"$root"/usr/lib/python3.11/_distutils_system_mod.py \
+		"$root"/usr/lib/python3.11/lib-dynload/{_curses,_curses_panel,_sqlite3,audioop,ossaudiodev,_dbm,_gdbm}.*
+	drop_unlinked_libs "$root" libstdc++.so.6 libmvec.so.1 libsqlite3.so.0
 	# Python's standard library (and h11) as byte code only: half the size, imports as fast;
 	# tracebacks into the standard library show no source lines. The agent keeps its sources.
 	find "$root"/usr/lib/python3.11 "$root"/usr/lib/python3/dist-packages -name __pycache__ -prune -exec rm -rf {} +
 	chroot "$root" python3 -m compileall -q -b -j 1 /usr/lib/python3.11 /usr/lib/python3/dist-packages >/dev/null || true
 	find "$root"/usr/lib/python3.11 "$root"/usr/lib/python3/dist-packages -name '*.py' -exec sh -c \
 		'for f; do [ -f "${f}c" ] && rm "$f"; done' sh {} +
+	agent_readahead "$root"
 	rm -rf "$root"/var/lib/dpkg/info "$root"/var/lib/apt "$root"/var/cache/* "$root"/var/log/*
 	rm -rf "$root"/etc/apt "$root"/usr/share/doc-base
 	find "$root/tmp" "$root/run" -mindepth 1 -delete
