@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {  # name -> module; run in this order
     "image": "image_boot",
     "up": "cli_up",
     "docker": "docker_client",
+    "docker-compare": "docker_compare",  # toolbox's engine vs dockerd, needs vm-image/out-docker
 }
 
 
