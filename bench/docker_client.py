@@ -1,9 +1,8 @@
 """Figures for the real docker CLI through `toolbox shellinit` and the host agent's socket:
 `docker ps` round trip and `docker run --rm busybox true`, alternating.
 
-Figures only: the comparison issue 8 asks for (the same commands against Docker's own
-engine in a benchmark image variant with docker.io) needs that image variant, which does
-not exist yet. busybox comes from Debian's docker-registry on loopback (tests/e2e/
+Figures for toolbox's engine alone; the comparison with Docker's own engine (the docker
+variant image) is docker_compare.py. busybox comes from Debian's docker-registry on loopback (tests/e2e/
 registry.py), which the guest reaches at 10.0.2.2 as its registry mirror.
 """
 
@@ -19,7 +18,7 @@ from figures import Figure, Skipped
 from lab import BenchError, Lab, timed
 
 GUEST_HOST = "10.0.2.2"  # the host's loopback, seen from the guest (QEMU user network)
-NOTE = "no baseline yet: needs the benchmark image variant with Docker's engine"
+NOTE = "toolbox's engine alone; vs dockerd: the docker-compare benchmark"
 
 
 def _docker_env(lab: Lab, name: str, registry_port: int) -> dict[str, str]:
