@@ -130,10 +130,23 @@ def status(name: str) -> InstanceStatus:
         state, reasons = "broken", [f"the {cfg.driver} hypervisor has no VM for it", *reasons]
     elif vm.state is VMState.RUNNING and (panic := guest_panicked(paths.serial_log)):
         state, reasons = "broken", [f"the guest kernel panicked ({panic}); see: toolbox logs", *reasons]
-    elif vm.state is VMState.RUNNING and not ssh_answers(cfg.ssh_port):
-        state = "starting"
-        reasons.append(f"SSH is not answering on 127.0.0.1:{cfg.ssh_port} yet")
+    elif vm.state is VMState.RUNNING and not host_agent_serving(paths):
+        if not ssh_answers(cfg.ssh_port):
+            state = "starting"
+            reasons.append(f"SSH is not answering on 127.0.0.1:{cfg.ssh_port} yet")
+        else:
+            reasons.append(f"docker.sock is not served (no host agent); start it with: toolbox up -n {name}")
     return InstanceStatus(name, state, reasons, cfg.driver, cfg.ssh_port)
+
+
+def host_agent_serving(paths: InstancePaths) -> bool:
+    """The host agent runs and its socket exists. `up` starts it only after the guest
+    agent answered, and it exits by itself once the guest's SSH port refuses (its
+    watchdog), so while it serves, the guest is up: no need to wait for sshd's banner,
+    which under TCG costs status most of its time budget."""
+    from toolbox.hostagent import read_pid
+
+    return read_pid(paths.hostagent_pid) is not None and paths.docker_socket.exists()
 
 
 def info(name: str) -> dict[str, Any]:

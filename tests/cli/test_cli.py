@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tomllib
 from pathlib import Path
@@ -334,3 +335,24 @@ def test_init_refuses_bad_registry_settings(cli: Any, env: Path, server: FileSer
     assert bad.exit_code == 2
     assert "insecure-registries[0]" in bad.output and "registry-mirrors[0]" in bad.output
     assert not (env / "default").exists()
+
+
+def test_status_trusts_a_serving_host_agent(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live host agent with its socket means ready, without waiting on sshd's banner;
+    without one, status says what is missing (SSH, or the docker socket)."""
+    class Client:
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
+    monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
+    monkeypatch.setattr(instance, "_start_host_agent", lambda *a: None)
+    assert cli("up").exit_code == 0
+    assert cli("status").output.startswith("starting")  # nothing speaks SSH on the port
+    (inited / "hostagent.pid").write_text(f"{os.getpid()}\n")  # a live process: this test
+    (inited / "docker.sock").touch()
+    assert cli("status").output.strip() == "running"
+    (inited / "docker.sock").unlink()  # the agent's socket gone: not serving
+    assert cli("status").output.startswith("starting")
+    (inited / "hostagent.pid").unlink()
+    assert cli("halt").exit_code == 0
