@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from toolbox_agent.api.args import parse_time, time_arg
 from toolbox_agent.api.streams import hijack_session, stream_type
 from toolbox_agent import system
 from toolbox_agent.containers import archive, stats, views
 from toolbox_agent.containers.engine import ContainerEngine
 from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NoSuchExec, NotModified
 from toolbox_agent.containers.frames import docker_frame
-from toolbox_agent.containers.logs import parse_rfc3339, read_entries, stream_entries
+from toolbox_agent.containers.logs import read_entries, stream_entries
 from toolbox_agent.containers.runtime import run_command
 from toolbox_agent.containers.stdio import Session
 from toolbox_agent.http import ApiError, Hijack, Request, Response, Route, empty_response, json_response
@@ -48,19 +49,6 @@ def engine_errors(handler: Callable[[Request], Awaitable[R]]) -> Callable[[Reque
             raise
 
     return wrapped
-
-
-def _since(req: Request, name: str, default: float | None) -> float | None:
-    value = req.arg(name)
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        try:
-            return parse_rfc3339(value)
-        except ValueError:
-            raise ApiError(400, f"invalid value for {name}: {value!r}") from None
 
 
 def routes(engine: ContainerEngine) -> list[Route]:
@@ -144,7 +132,7 @@ def routes(engine: ContainerEngine) -> list[Route]:
     @engine_errors
     async def prune(req: Request) -> Response:
         f = req.filters()
-        until = parse_rfc3339(f["until"][0]) if f.get("until") and not f["until"][0].isdigit() else (float(f["until"][0]) if f.get("until") else None)
+        until = parse_time("until", f["until"][0]) if f.get("until") else None
         removed = await engine.prune(until, f.get("label"))
         return json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": 0})
 
@@ -178,8 +166,8 @@ def routes(engine: ContainerEngine) -> list[Route]:
             raise ApiError(400, "Bad parameters: you must choose at least one stream")
         tail_arg = req.arg("tail") or "all"
         tail = None if tail_arg == "all" else _int(tail_arg, "tail")
-        since = _since(req, "since", 0.0) or 0.0
-        until = _since(req, "until", None)
+        since = time_arg(req, "since", 0.0) or 0.0
+        until = time_arg(req, "until")
         stamps, tty = req.flag("timestamps"), c.tty
 
         async def body() -> AsyncIterator[bytes]:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolbox_agent import system
+from toolbox_agent.api.args import time_arg
 from toolbox_agent.events import EventBus
-from toolbox_agent.http import ApiError, Request, Response, Route, json_response
+from toolbox_agent.http import Request, Response, Route, json_response
 from toolbox_agent.settings import Settings
 from toolbox_agent.version import AGENT_VERSION, API_VERSION, ENGINE_NAME, MIN_API_VERSION
 
@@ -43,8 +44,8 @@ def routes(parts: SystemParts) -> list[Route]:
         return json_response(info_doc(parts))
 
     async def events(req: Request) -> Response:
-        since = _time_arg(req, "since")
-        until = _time_arg(req, "until")
+        since = time_arg(req, "since")
+        until = time_arg(req, "until")
         wanted = req.filters()
 
         async def body() -> AsyncIterator[bytes]:
@@ -152,16 +153,6 @@ def _now_rfc3339() -> str:
     import datetime
 
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _time_arg(req: Request, name: str) -> float | None:
-    value = req.arg(name)
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ApiError(400, f"invalid value for {name}: {value!r}") from None
 
 
 def _event_matches(event: dict[str, Any], wanted: dict[str, list[str]]) -> bool:

@@ -23,6 +23,15 @@ def rfc3339_nano(ts: float | None = None, ns: int | None = None) -> str:
     return f"{base}.{frac:09d}Z"
 
 
+def parse_timestamp(value: str) -> float:
+    """A time argument as Docker takes it (since, until): unix seconds, with or without a
+    fraction, or RFC 3339. ValueError for anything else."""
+    try:
+        return float(value)
+    except ValueError:
+        return parse_rfc3339(value)
+
+
 def parse_rfc3339(value: str) -> float:
     """Seconds since the epoch for an RFC 3339 time with up to nanoseconds."""
     if not value or value.startswith("0001-01-01"):

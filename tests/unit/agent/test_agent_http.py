@@ -150,3 +150,16 @@ def test_docker_sdk_ping_version_info(agent) -> None:  # type: ignore[no-untyped
     raw = client.api.get(client.api.base_url + "/_ping")
     assert raw.headers["Api-Version"] == "1.44" and raw.headers["Ostype"] == "linux"
     assert raw.headers["Docker-Experimental"] == "false"
+
+
+def test_time_arguments_take_unix_seconds_or_rfc3339(agent) -> None:  # type: ignore[no-untyped-def]
+    """since/until as Docker takes them, for events and logs alike; anything else is a 400."""
+    client = docker.DockerClient(base_url=agent.url, version="auto")
+    events = client.api.base_url + "/events"
+    for since, until in (("1700000000", "1700000001.5"), ("2023-11-14T22:13:20Z", "2023-11-14T22:13:21.5Z")):
+        done = client.api.get(events, params={"since": since, "until": until}, timeout=10)
+        assert done.status_code == 200, done.text  # an until in the past ends the stream at once
+    bad = client.api.get(events, params={"since": "yesterday"}, timeout=10)
+    assert bad.status_code == 400
+    assert bad.json() == {"message": "invalid value for since: 'yesterday'"}
+    assert bad.headers["Content-Type"] == "application/json"
