@@ -40,6 +40,7 @@ Step = Callable[[str], None]  # tells the user what is happening now (the CLI's 
 GUEST_DOCKER_SOCKET = "/run/toolbox/docker.sock"
 BOOT_TIMEOUT = float(os.environ.get("TOOLBOX_BOOT_TIMEOUT", "240"))  # TCG boots are slow
 AGENT_TIMEOUT = 90.0
+UP_LOCK_TIMEOUT = BOOT_TIMEOUT + AGENT_TIMEOUT + 30.0  # a concurrent boot, to its end
 STOP_TIMEOUT = 30.0
 
 
@@ -329,7 +330,10 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
 def up(name: str, step: Step = _quiet, accel: str | None = None) -> InstanceConfig:
     """Boot the instance (idempotent) and return once it is ready for work."""
     paths, cfg = load(name)
-    with instance_lock(name, paths.lock):
+    # Another `up` may hold the lock through a whole boot: wait as long as one may take,
+    # then find the VM running and return, as the user who typed `up` twice expects.
+    with instance_lock(name, paths.lock, timeout=UP_LOCK_TIMEOUT,
+                       on_wait=lambda: step("waiting for another toolbox command on this instance")):
         paths, cfg = load(name)  # again under the lock: another command may have changed it
         driver = get_driver(cfg.driver)
         driver.check_installed()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,8 +19,13 @@ DEFAULT_TIMEOUT = 10.0
 
 
 @contextmanager
-def instance_lock(name: str, lock_path: Path, timeout: float | None = None) -> Iterator[None]:
-    """Hold the instance's lock for the block; InstanceLocked after `timeout` seconds."""
+def instance_lock(
+    name: str, lock_path: Path, timeout: float | None = None, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Hold the instance's lock for the block; InstanceLocked after `timeout` seconds.
+
+    `on_wait` is called once if another command holds the lock, so the CLI can say why
+    nothing seems to happen."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -32,6 +37,9 @@ def instance_lock(name: str, lock_path: Path, timeout: float | None = None) -> I
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise InstanceLocked(name) from None
+                if on_wait is not None:
+                    on_wait()
+                    on_wait = None
                 time.sleep(0.1)
         try:
             yield

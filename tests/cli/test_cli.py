@@ -167,6 +167,31 @@ def test_locked_instance(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch
     assert result.exit_code == 1 and "busy with another toolbox command" in result.output
 
 
+def test_up_waits_out_another_command(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second `up` waits for the first to finish (a boot outlasts the usual lock wait),
+    saying so; other commands still give up after the usual wait."""
+    import threading
+
+    _fake_ssh(monkeypatch)
+    monkeypatch.setattr("toolbox.lock.DEFAULT_TIMEOUT", 0.2)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with instance_lock("default", InstancePaths.for_name("default").lock):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    assert cli("down").exit_code == 1  # gives up after 0.2 s
+    threading.Timer(1.0, release.set).start()  # the "other up" ends after 1 s, past down's wait
+    result = cli("up")
+    holder.join()
+    assert result.exit_code == 0, result.output
+    assert "waiting for another toolbox command" in result.output
+
+
 def test_delete_confirms(cli: Any, inited: Path) -> None:
     assert cli("delete", input="n\n").exit_code == 1 and inited.exists()
     assert cli("destroy", "-f").exit_code == 0

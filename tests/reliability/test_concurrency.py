@@ -1,10 +1,11 @@
 """Commands racing on one instance: the per-instance lock (toolbox/lock.py) must make three
 concurrent `toolbox up` boot one VM, and `down` during `up` must leave a clean instance.
 
-What toolbox does today (and these tests hold it to): a command waits up to 10 s for the
-lock (lock.DEFAULT_TIMEOUT), then exits 1 with "is busy with another toolbox command". A
-TCG boot takes longer than that, so the two losers of a three-way race report the lock and
-exit 1 while the winner boots; `toolbox up` after that is a quick no-op.
+What toolbox does (and these tests hold it to): `up` waits for the lock as long as a boot
+may take (instance.UP_LOCK_TIMEOUT), so in a three-way race one boots the VM and the other
+two wait, find it running and succeed. Other commands wait up to 10 s
+(lock.DEFAULT_TIMEOUT), then exit 1 with "is busy with another toolbox command": that is
+what `down` during a boot under TCG meets.
 """
 
 from __future__ import annotations
@@ -63,14 +64,11 @@ def test_three_concurrent_ups_boot_one_vm(toolbox_vm: Toolbox, tally: Tally) -> 
     finally:
         _reap(procs)
     results = [(p.returncode, *p.communicate()) for p in procs]
-    winners = [r for r in results if r[0] == 0]
-    losers = [r for r in results if r[0] != 0]
-    assert len(winners) >= 1, results
-    for code, _, err in losers:
-        assert code == 1 and BUSY in err and len(err.strip().splitlines()) == 1, (code, err)
+    # Each `up` waits for the one booting, then finds the VM running: all succeed.
+    assert [code for code, _, _ in results] == [0, 0, 0], results
     assert qemu_pids(tb.instance_dir) == [tb.qemu_pid()], seen
     assert _state(tb) == "running"
-    again = _spawn(tb, "up")  # the losers' advice: run it again when the other ends
+    again = _spawn(tb, "up")  # and one more on the running VM changes nothing
     assert again.wait(120) == 0, again.communicate()
     assert qemu_pids(tb.instance_dir) == [tb.qemu_pid()]
     tally.add("3 concurrent `toolbox up`", injected=1, survived=1)
