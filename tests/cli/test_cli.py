@@ -140,13 +140,7 @@ def test_config_show_set_validate(cli: Any, env: Path) -> None:
 
 
 def test_up_down_with_ssh_faked(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Client:
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
-    monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
-    monkeypatch.setattr(instance, "_start_host_agent", lambda *a: None)  # no real SSH to serve
+    _fake_ssh(monkeypatch)
     result = cli("up")
     assert result.exit_code == 0, result.output
     assert cli("status").output.startswith("starting")  # nothing speaks SSH on the port
@@ -365,13 +359,7 @@ def test_init_refuses_bad_registry_settings(cli: Any, env: Path, server: FileSer
 def test_status_trusts_a_serving_host_agent(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A live host agent with its socket means ready, without waiting on sshd's banner;
     without one, status says what is missing (SSH, or the docker socket)."""
-    class Client:
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
-    monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
-    monkeypatch.setattr(instance, "_start_host_agent", lambda *a: None)
+    _fake_ssh(monkeypatch)
     assert cli("up").exit_code == 0
     assert cli("status").output.startswith("starting")  # nothing speaks SSH on the port
     (inited / "hostagent.pid").write_text(f"{os.getpid()}\n")  # a live process: this test
