@@ -143,3 +143,27 @@ class HostKeyMismatch(SSHError):
 
 class GuestTimeout(ToolboxError):
     """The guest did not become ready in time."""
+
+
+class EngineUnreachable(ToolboxError):
+    """Nothing answers on the instance's docker socket (the VM or the host agent is down)."""
+
+    def __init__(self, name: str, socket_path: str, reason: str) -> None:
+        self.name = name
+        self.socket_path = socket_path
+        super().__init__(
+            f"cannot reach the container engine of {name!r} at {socket_path}: {reason}",
+            hint=f"start it with: toolbox up -n {name}",
+        )
+
+
+class EngineError(ToolboxError):
+    """The container engine answered with an error status; the message is its own.
+
+    exit_code is docker's: 1 for most commands, 125 when `run` itself fails (the caller
+    passes it), so scripts written for docker read toolbox's codes the same way."""
+
+    def __init__(self, status: int, message: str, *, exit_code: int = 1, hint: str | None = None) -> None:
+        self.status = status
+        self.exit_code = exit_code
+        super().__init__(message, hint=hint)

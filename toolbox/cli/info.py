@@ -87,14 +87,9 @@ def version() -> None:
     typer.echo(f"toolbox {__version__}")
 
 
-def logs(
-    name: NameOpt = "default",
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-) -> None:
-    """Print the VM's serial console (boot messages, kernel, init).
-
-    Example: toolbox logs -f
-    """
+def serial_logs(name: str, follow: bool) -> None:
+    """Print the VM's serial console (boot messages, kernel, init); `toolbox logs` without
+    a container (toolbox.cli.containers.logs) comes here."""
     from toolbox import state
 
     path = state.require(name).serial_log
@@ -219,7 +214,7 @@ def register(app: typer.Typer) -> None:
     for fn, cmd, aliases in (
         (status, "status", ()), (info, "info", ()), (ip, "ip", ()), (list_, "list", ("ls",)),
         (ssh, "ssh", ()), (ssh_config, "ssh-config", ()), (shellinit, "shellinit", ("socket",)),
-        (logs, "logs", ()), (version, "version", ()),
+        (version, "version", ()),
     ):
         app.command(cmd)(fn)
         for alias in aliases:

@@ -1,8 +1,9 @@
 """The typer app: thin commands over toolbox.instance / toolbox.state.
 
 Errors are turned into one red line and an exit code in ONE place: ToolboxGroup.invoke.
-A traceback is shown only with --debug. Commands live in vm.py (lifecycle) and info.py
-(everything that only looks); each registers boot2docker's aliases as hidden commands.
+A traceback is shown only with --debug. Commands live in vm.py (lifecycle), info.py
+(everything that only looks) and containers.py (docker's run, ps, ... over the engine
+API); each registers boot2docker's aliases as hidden commands.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def _root(
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s", stream=sys.stderr)
 
 
+from toolbox.cli import containers as _containers  # noqa: E402
 from toolbox.cli import info as _info  # noqa: E402  (registers its commands on app)
 from toolbox.cli import vm as _vm  # noqa: E402
 
 _vm.register(app)
 _info.register(app)
+_containers.register(app)
 

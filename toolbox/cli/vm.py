@@ -90,6 +90,8 @@ def down(
 ) -> None:
     """Shut the VM down cleanly; force it off after --timeout (aliases: stop, halt).
 
+    `toolbox stop` is boot2docker's alias; with container names it stops those instead.
+
     Example: toolbox down --timeout 10
     """
     from toolbox import instance
@@ -213,7 +215,7 @@ def upgrade(
 def register(app: typer.Typer) -> None:
     """Add the commands, and boot2docker's aliases as hidden twins."""
     for fn, aliases in (
-        (init, ()), (up, ("start", "boot")), (down, ("stop", "halt")), (restart, ()),
+        (init, ()), (up, ("start", "boot")), (down, ("halt",)), (restart, ()),
         (poweroff, ()), (reset, ()), (save, ("suspend",)), (resume, ()),
         (delete, ("destroy",)), (download, ()), (upgrade, ()),
     ):
