@@ -286,7 +286,7 @@ def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, client: paramik
 
     paths.check_socket_path(paths.docker_socket)
     hostagent.start(paths.docker_socket, paths.hostagent_pid, paths.hostagent_log,
-                    cfg.ssh_port, paths.ssh_key, paths.host_pubkey)
+                    cfg.ssh_port, paths.ssh_key, paths.host_pubkey, state_file=paths.hostagent_state)
 
 
 def _stop_host_agent(paths: InstancePaths) -> None:

@@ -107,8 +107,12 @@ class InstancePaths:
         return self.root / "hostagent.pid"
 
     @property
-    def hostagent_log(self) -> Path:
+    def hostagent_log(self) -> Path:  # what the host agent did: reconnects, ports, clock steps
         return self.root / "hostagent.log"
+
+    @property
+    def hostagent_state(self) -> Path:  # the running host agent's report: link, forwarded ports and their problems, clock
+        return self.root / "hostagent.json"
 
     @property
     def docker_socket(self) -> Path:  # DOCKER_HOST points here (0600)

@@ -130,6 +130,10 @@ def status(name: str) -> InstanceStatus:
         state, reasons = "broken", [f"the {cfg.driver} hypervisor has no VM for it", *reasons]
     elif vm.state is VMState.RUNNING and (panic := guest_panicked(paths.serial_log)):
         state, reasons = "broken", [f"the guest kernel panicked ({panic}); see: toolbox logs", *reasons]
+    elif vm.state is VMState.RUNNING and host_agent_serving(paths):
+        from toolbox.hostagent.report import problems
+
+        reasons += problems(paths.hostagent_state)  # ports taken on the host, a link reconnecting
     elif vm.state is VMState.RUNNING and not host_agent_serving(paths):
         if not ssh_answers(cfg.ssh_port):
             state = "starting"

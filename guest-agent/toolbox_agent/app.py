@@ -8,7 +8,9 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from toolbox_agent.api import clock as clock_api
 from toolbox_agent.api import system as system_api
+from toolbox_agent.api import udp as udp_api
 from toolbox_agent.events import EventBus
 from toolbox_agent.http import Route, Router, Server
 from toolbox_agent.settings import Settings, load_settings
@@ -74,7 +76,7 @@ def build_agent(settings: Settings, images: Any = None) -> Agent:
             return 0
 
     parts = system_api.SystemParts(settings, events, container_counts, image_count)
-    routes = system_api.routes(parts) + container_routes + image_routes
+    routes = system_api.routes(parts) + container_routes + image_routes + clock_api.routes() + udp_api.routes()
     return Agent(settings, events, images, containers, routes)
 
 

@@ -12,7 +12,11 @@ import threading
 import time
 from pathlib import Path
 
+from toolbox.hostagent.clock import ClockKeeper, interval_from_env
 from toolbox.hostagent.forward import Forwarder, SSHLink
+from toolbox.hostagent.guest_http import GuestHTTP
+from toolbox.hostagent.portwatch import PortTable, PortWatcher
+from toolbox.hostagent.report import Report
 from toolbox.ssh import connect
 
 GUEST_SOCKET = "/run/toolbox/docker.sock"
@@ -28,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host-key", required=True, type=Path, help="the guest's pinned host public key")
     p.add_argument("--guest-socket", default=GUEST_SOCKET)
     p.add_argument("--pid-file", type=Path, help="ours; when it names another process (or none), we exit")
+    p.add_argument("--state-file", type=Path, help="where to report the link, the ports and the clock")
+    p.add_argument("--clock-interval", type=float, default=interval_from_env(),
+                   help="seconds between periodic clock syncs (default: $TOOLBOX_CLOCK_INTERVAL or 60)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("toolbox.hostagent")
@@ -36,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     forwarder = Forwarder(args.socket, args.guest_socket, link)
     forwarder.listen()
     stopping = threading.Event()
+    report = Report(args.state_file)
+    http = GuestHTTP(link, args.guest_socket)
+    table = PortTable(link, http, report)
+    clock = ClockKeeper(http, report, stopping, args.clock_interval)
+    watcher = PortWatcher(link, http, table, report, stopping, on_connect=lambda: clock.request("connected"))
 
     def on_signal(_sig: int, _frame: object) -> None:
         stopping.set()
@@ -43,18 +55,18 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    try:
-        link.transport()  # connect now, so the first docker command is fast
-    except Exception as exc:  # noqa: BLE001 - it connects again on demand
-        log.warning("first SSH connection failed (will retry per connection): %s", exc)
     log.info("serving %s -> guest %s over SSH port %d", args.socket, args.guest_socket, args.ssh_port)
-    threading.Thread(target=_watchdog, args=(args, forwarder, stopping), daemon=True).start()
+    for target in (watcher.run, clock.run):
+        threading.Thread(target=target, daemon=True).start()
+    threading.Thread(target=_watchdog, args=(args, forwarder, stopping, report), daemon=True).start()
     forwarder.serve_forever()
+    table.close()
+    report.remove()
     log.info("stopped")
     return 0
 
 
-def _watchdog(args: argparse.Namespace, forwarder: Forwarder, stopping: threading.Event) -> None:
+def _watchdog(args: argparse.Namespace, forwarder: Forwarder, stopping: threading.Event, report: Report) -> None:
     """Exit when we are no longer wanted: the pid file names another process, the socket
     was removed, or the VM is gone (its SSH port refuses connections for VM_GONE seconds)."""
     log = logging.getLogger("toolbox.hostagent")
@@ -79,6 +91,7 @@ def _watchdog(args: argparse.Namespace, forwarder: Forwarder, stopping: threadin
                 forwarder.link.close()  # the socket may be a newer host agent's now: leave it
             else:
                 forwarder.stop()
+                report.remove()
             os._exit(0)
 
 

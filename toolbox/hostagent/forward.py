@@ -28,12 +28,17 @@ Connector = Callable[[], paramiko.SSHClient]
 
 
 class SSHLink:
-    """The one SSH connection, made again on demand when it is gone."""
+    """The one SSH connection, made again on demand when it is gone.
+
+    `generation` counts the connections made, so a watcher can tell a new one (and redo
+    what a connection carries: the events subscription, the clock) from the same one.
+    """
 
     def __init__(self, connect: Connector) -> None:
         self._connect = connect
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+        self.generation = 0
 
     def transport(self) -> paramiko.Transport:
         with self._lock:
@@ -41,23 +46,40 @@ class SSHLink:
             if t is None or not t.is_active():
                 if self._client is not None:
                     self._client.close()
+                    self._client = None
                     log.info("SSH connection lost; connecting again")
                 self._client = self._connect()
+                self.generation += 1
                 t = self._client.get_transport()
                 if t is None:
                     raise SSHError("no SSH transport after connecting")
             return t
 
+    def connected(self) -> bool:
+        t = self._client.get_transport() if self._client is not None else None
+        return t is not None and t.is_active()
+
     def open(self, guest_path: str) -> paramiko.Channel:
+        """A channel to the unix socket `guest_path` in the guest."""
+        return self._retrying(lambda t: open_unix_socket(t, guest_path))
+
+    def open_tcp(self, port: int, origin: tuple[str, int]) -> paramiko.Channel:
+        """A channel to 127.0.0.1:`port` in the guest (direct-tcpip, as `ssh -L` opens)."""
+        return self._retrying(lambda t: t.open_channel("direct-tcpip", ("127.0.0.1", port), origin, timeout=10.0))
+
+    def _retrying(self, opener: Callable[[paramiko.Transport], paramiko.Channel]) -> paramiko.Channel:
+        t = self.transport()
         try:
-            return open_unix_socket(self.transport(), guest_path)
-        except SSHError:
+            return opener(t)
+        except paramiko.ChannelException:
+            raise  # the guest refused this one channel (nothing listens there): the link is fine
+        except (SSHError, OSError, EOFError, paramiko.SSHException):
             # one more try on a fresh connection: the old one may have died silently
             with self._lock:
-                if self._client is not None:
+                if self._client is not None and self._client.get_transport() is t:
                     self._client.close()
                     self._client = None
-            return open_unix_socket(self.transport(), guest_path)
+            return opener(self.transport())
 
     def close(self) -> None:
         with self._lock:
