@@ -57,10 +57,11 @@ def build_agent(settings: Settings, images: Any = None) -> Agent:
     try:
         from toolbox_agent.api import containers as containers_api
         from toolbox_agent.api import exec as exec_api
+        from toolbox_agent.api import volumes as volumes_api
         from toolbox_agent.containers.engine import ContainerEngine
 
         containers = ContainerEngine(settings, images, events)
-        container_routes = containers_api.routes(containers) + exec_api.routes(containers)
+        container_routes = containers_api.routes(containers) + exec_api.routes(containers) + volumes_api.routes(containers.volumes)
     except ImportError as exc:
         log.warning("containers API not available: %s", exc)
 

@@ -105,7 +105,7 @@ def routes(engine: ContainerEngine) -> list[Route]:
 
     @engine_errors
     async def remove(req: Request) -> Response:
-        await engine.remove(req.path_params["id"], req.flag("force"))
+        await engine.remove(req.path_params["id"], req.flag("force"), req.flag("v"))
         return empty_response(204)
 
     @engine_errors

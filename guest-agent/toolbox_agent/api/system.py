@@ -165,6 +165,8 @@ def _event_matches(event: dict[str, Any], wanted: dict[str, list[str]]) -> bool:
             names = {event["Actor"]["ID"], event["Actor"]["Attributes"].get("name", "")}
             if not names & set(values) and not any(event["Actor"]["ID"].startswith(v) for v in values):
                 return False
+        if key == "volume" and event["Type"] == "volume" and event["Actor"]["ID"] not in values:
+            return False
         if key == "label":
             attrs = event["Actor"]["Attributes"]
             for v in values:

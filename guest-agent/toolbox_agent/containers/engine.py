@@ -26,8 +26,11 @@ from toolbox_agent.containers.model import (
 )
 from toolbox_agent.containers.runtime import Runtime, RuntimeError_
 from toolbox_agent.containers.stdio import Link, Subscriber
+from toolbox_agent.containers import volumemounts
+from toolbox_agent.containers.volumemounts import ContainerMounts
 from toolbox_agent.events import EventBus
 from toolbox_agent.settings import Settings
+from toolbox_agent.volumes import VolumeStore
 
 log = logging.getLogger("toolbox_agent.containers")
 AGENT_PYTHONPATH = str(Path(__file__).resolve().parents[2])
@@ -51,6 +54,8 @@ class ContainerEngine:
         from toolbox_agent.containers.execs import ExecManager
 
         self.execs = ExecManager(self)
+        self.volumes = VolumeStore(settings.root / "volumes", events)
+        self.mounts = ContainerMounts(self.volumes, self.get, lambda: list(self.containers.values()))
         if images is not None and hasattr(images, "in_use"):
             images.in_use = self.image_user  # `docker rmi` refuses an image a container uses
 
@@ -106,11 +111,13 @@ class ContainerEngine:
         if not merged.get("Hostname"):
             merged["Hostname"] = cid[:12]
         full_name = "/" + name.lstrip("/") if name else unique_random_name({c.name for c in self.containers.values()})
+        mount_points = self.mounts.prepare(host_config, merged)
         cdir = self.dir / cid
         cdir.mkdir(parents=True)
         c = Container(cid, full_name, rfc3339_nano(), image_ref, image.id, argv[0], argv[1:], merged, host_config, dir=cdir)
         host_config.setdefault("NetworkMode", "host")
         c.save()
+        self.mounts.save(c, mount_points)
         c.log_path.touch()
         self.containers[cid] = c
         self._publish(c, "create")
@@ -135,6 +142,7 @@ class ContainerEngine:
             try:
                 await self._start(c)
             except BaseException:
+                self.mounts.stop(c)
                 await rootfs.unmount(c.dir)
                 if c.host_config.get("AutoRemove"):  # as Docker: --rm also covers a failed start
                     asyncio.ensure_future(self.remove(c.id, force=True))
@@ -161,6 +169,7 @@ class ContainerEngine:
             str(root), c.tty, str(hosts), str(hostname_file), str(resolv), c.host_config,
             (int(size[0]), int(size[1])) if size and size[0] else None,
         )
+        inp.mounts = await self.mounts.start(c, root)
         bundle = c.dir / "bundle"
         bundle.mkdir(exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(spec.build_spec(inp), indent=1))
@@ -255,6 +264,7 @@ class ContainerEngine:
         c.state.exit_code = int(exit_doc.get("exit_code", 255))
         c.state.finished_at = str(exit_doc.get("finished_at") or rfc3339_nano())
         await rootfs.unmount(c.dir)
+        self.mounts.stop(c)
         if c.id in self.containers:
             c.save()
         for sub in self.subscribers.pop(c.id, set()):
@@ -360,7 +370,8 @@ class ContainerEngine:
             raise InvalidParameter(f"invalid condition: {condition!r}")
         return fut
 
-    async def remove(self, ref: str, force: bool) -> None:
+    async def remove(self, ref: str, force: bool, volumes: bool = False) -> None:
+        """`docker rm [-f] [-v]`: -v (and --rm) also removes the container's anonymous volumes."""
         c = self.get(ref)
         if c.state.status == "removing":
             return
@@ -385,6 +396,7 @@ class ContainerEngine:
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, c.dir, True)
         self.containers.pop(c.id, None)
         self.locks.pop(c.id, None)
+        self.mounts.release(c, volumes or bool(c.host_config.get("AutoRemove")))
         for fut in self.remove_waiters.pop(c.id, []):
             if not fut.done():
                 fut.set_result(c.state.exit_code)
@@ -448,15 +460,23 @@ class ContainerEngine:
 
     @contextlib.asynccontextmanager
     async def rootfs(self, ref: str) -> AsyncIterator[Path]:
-        """The container's root filesystem, mounted for the duration if it is not running."""
+        """The container's files as its processes see them (`docker cp`): a running container's
+        through /proc/PID/root, its mounts included; otherwise its rootfs mounted for the
+        duration with its binds and volumes bound in, as Docker does."""
         c = self.get(ref)
+        live = volumemounts.live_root(c.state.pid) if c.state.running else None
+        if live is not None:
+            yield live
+            return
         async with self._lock(c.id):
             mounted_here = not rootfs.is_mounted(c.rootfs)
             if mounted_here:
                 await rootfs.mount(list(self.images.get(c.image_id).layer_dirs), c.dir)
+            bound = volumemounts.bind_into(c.rootfs, self.mounts.paths(c))
             try:
                 yield c.rootfs
             finally:
+                volumemounts.unbind(bound)
                 if mounted_here and not c.state.running:
                     await rootfs.unmount(c.dir)
 

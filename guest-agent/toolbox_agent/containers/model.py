@@ -114,8 +114,8 @@ def merge_config(config: dict[str, Any], image_config: dict[str, Any]) -> dict[s
     merged["Labels"] = labels
     if not merged.get("ExposedPorts") and img.get("ExposedPorts"):
         merged["ExposedPorts"] = img["ExposedPorts"]
-    if not merged.get("Volumes") and img.get("Volumes"):
-        merged["Volumes"] = img["Volumes"]
+    if img.get("Volumes"):  # the image's VOLUMEs and the user's `-v /dst`, together
+        merged["Volumes"] = {**(merged.get("Volumes") or {}), **img["Volumes"]}
     return merged
 
 

@@ -52,6 +52,7 @@ class SpecInput:
     resolv_path: str
     host_config: dict[str, Any] = field(default_factory=dict)
     console_size: tuple[int, int] | None = None  # (rows, cols)
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # binds, volumes, tmpfs (volumemounts.py)
 
 
 def capabilities(host_config: dict[str, Any]) -> list[str]:
@@ -166,17 +167,15 @@ def _mounts(inp: SpecInput) -> list[dict[str, Any]]:
         mounts[3] = {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
     for dest, src in (("/etc/hosts", inp.hosts_path), ("/etc/hostname", inp.hostname_path), ("/etc/resolv.conf", inp.resolv_path)):
         mounts.append({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]})
-    for bind in hc.get("Binds") or []:
-        parts = bind.split(":")
-        if len(parts) < 2:
-            continue
-        opts = parts[2].split(",") if len(parts) > 2 else []
-        mode = ["ro"] if "ro" in opts else ["rw"]
-        mounts.append({"destination": parts[1], "type": "bind", "source": parts[0], "options": ["rbind", "rprivate", *mode]})
-    for dest, opts in (hc.get("Tmpfs") or {}).items():
-        extra = [o for o in str(opts).split(",") if o]
-        mounts.append({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", *extra]})
-    return mounts
+    return _with_user_mounts(mounts, inp.mounts)
+
+
+def _with_user_mounts(defaults: list[dict[str, Any]], user: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The user's mounts replace a default at the same place; parents before children (a
+    volume on /etc before /etc/hosts), the order otherwise kept, as Docker sorts them."""
+    taken = {m["destination"] for m in user}
+    merged = [m for m in defaults if m["destination"] not in taken] + list(user)
+    return sorted(merged, key=lambda m: m["destination"].rstrip("/").count("/"))
 
 
 def resolve_user(spec: str, passwd: str, group: str) -> tuple[int, int, list[int]]:

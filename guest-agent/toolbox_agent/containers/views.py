@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -61,13 +62,13 @@ def _host_config(c: Container) -> dict[str, Any]:
 
 
 def _mounts(c: Container) -> list[dict[str, Any]]:
-    out = []
-    for bind in c.host_config.get("Binds") or []:
-        parts = bind.split(":")
-        if len(parts) >= 2:
-            rw = not (len(parts) > 2 and "ro" in parts[2].split(","))
-            out.append({"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": parts[2] if len(parts) > 2 else "", "RW": rw, "Propagation": "rprivate"})
-    return out
+    from toolbox_agent.containers.volumemounts import MOUNTS_FILE
+    from toolbox_agent.containers.mounts import MountPoint
+
+    try:
+        return [MountPoint.from_dict(d).inspect() for d in json.loads((c.dir / MOUNTS_FILE).read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def _network(c: Container) -> dict[str, Any]:
