@@ -1,7 +1,14 @@
 """`toolbox shellinit`: the environment a shell needs to use the instance, in its syntax.
 
 `environment()` says WHAT to set (None means unset); `render()` says it in bash/zsh,
-fish, PowerShell or cmd. The host agent work extends `environment()`; the forms stay.
+fish, PowerShell or cmd. `use_docker_context()` is the other way to point docker at the
+instance: a `toolbox` docker context, selected, so every shell (and IDE) uses it without
+an eval; DOCKER_HOST is then unset, since it would override the context.
+
+Testcontainers needs two more facts than DOCKER_HOST gives: the engine's socket path as
+seen from inside the VM (it bind-mounts that into its Ryuk reaper container), and the
+host on which published ports appear: the host agent forwards them to the host's
+127.0.0.1, so that is where a test must connect.
 """
 
 from __future__ import annotations
@@ -10,19 +17,47 @@ import os
 from pathlib import Path
 
 from toolbox.errors import UsageError
+from toolbox.hostagent import GUEST_SOCKET  # the guest agent's socket, inside the VM
 from toolbox.paths import InstancePaths
+
+PORTS_HOST = "127.0.0.1"  # where the host agent listens for every published port
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "cmd")
 
 
-def environment(paths: InstancePaths) -> dict[str, str | None]:
-    """Variables to set (str) or unset (None) for the docker CLI to reach the instance."""
+def environment(paths: InstancePaths, docker_context: bool = False) -> dict[str, str | None]:
+    """Variables to set (str) or unset (None) for the docker CLI (and Testcontainers) to
+    reach the instance. With docker_context the selected context does DOCKER_HOST's job."""
     return {
-        "DOCKER_HOST": f"unix://{paths.docker_socket}",
+        "DOCKER_HOST": None if docker_context else f"unix://{paths.docker_socket}",
         # Left over from boot2docker/docker-machine, these would make docker try TLS.
         "DOCKER_TLS_VERIFY": None,
         "DOCKER_CERT_PATH": None,
+        # Only where they differ from what DOCKER_HOST implies (the host's socket, localhost).
+        "TESTCONTAINERS_DOCKER_SOCKET_OVERRIDE": GUEST_SOCKET,
+        "TESTCONTAINERS_HOST_OVERRIDE": PORTS_HOST,
     }
+
+
+def context_name(name: str) -> str:
+    return "toolbox" if name == "default" else f"toolbox-{name}"
+
+
+def use_docker_context(paths: InstancePaths, name: str) -> str:
+    """Create (or update) the instance's docker context and select it; its name.
+
+    Through the real docker CLI, so its own config (DOCKER_CONFIG, ~/.docker) is
+    written the way it expects; `update` keeps a context made before current (the
+    socket path moves with TOOLBOX_HOME)."""
+    from toolbox.run import run, which
+
+    docker = which("docker", "your package manager (the docker CLI package), or Docker's static client binary")
+    ctx = context_name(name)
+    exists = run([docker, "context", "inspect", ctx], check=False, timeout=30).returncode == 0
+    run([docker, "context", "update" if exists else "create", ctx,
+         "--description", f"toolbox instance {name}", "--docker", f"host=unix://{paths.docker_socket}"], timeout=30)
+    run([docker, "context", "use", ctx], timeout=30)
+    return ctx
 
 
 def detect_shell(explicit: str | None) -> str:

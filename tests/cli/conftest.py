@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,19 @@ class Cli:
 @pytest.fixture
 def cli() -> Cli:
     return Cli()
+
+
+@pytest.fixture
+def engine(tmp_path: Path, env: Path) -> Iterator[Any]:
+    """A real guest agent in a thread (fake_crun.py for crun), served as the instance's
+    docker.sock (a link to its socket, as the host agent's would be)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "agent"))
+    from agent_harness import AgentThread
+
+    with AgentThread(tmp_path) as agent:
+        (env / "default").mkdir(parents=True, exist_ok=True)
+        (env / "default" / "docker.sock").symlink_to(agent.settings.socket)
+        yield agent
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from toolbox.engine.client import split_reference  # noqa: E402
 from toolbox.engine.session import RunOptions, container_config  # noqa: E402
 from toolbox.engine.stdio import HEADER, FrameDecoder  # noqa: E402
 from toolbox.errors import UsageError  # noqa: E402
-
-
-@pytest.fixture
-def engine(tmp_path: Path, env: Path) -> Iterator[AgentThread]:
-    with AgentThread(tmp_path) as agent:
-        (env / "default").mkdir(parents=True)
-        (env / "default" / "docker.sock").symlink_to(agent.settings.socket)
-        yield agent
 
 
 def test_run_prints_and_passes_the_exit_code(cli: Any, engine: AgentThread) -> None:

@@ -53,7 +53,7 @@ def run(
 
     opts = session.RunOptions(image, command or [], name, detach, rm, interactive, tty, env or [], volume or [],
                               publish or [], workdir, user, entrypoint)
-    progress = PullProgress()
+    progress = PullProgress(summary_to_stderr=True)
     try:
         code = session.run(_client(instance), opts, progress)
     finally:

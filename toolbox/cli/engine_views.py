@@ -85,9 +85,11 @@ def images_table(docs: list[dict[str, Any]]) -> Table:
 
 class PullProgress:
     """Feeds on the pull's JSON messages: one bar per layer on stderr, the summary lines
-    (Digest, Status) on stdout as docker prints them."""
+    (Digest, Status) on stdout for `pull`; `run`'s implicit pull keeps them on stderr, as
+    docker does, so the container's output is alone on stdout."""
 
-    def __init__(self) -> None:
+    def __init__(self, summary_to_stderr: bool = False) -> None:
+        self.summary_to_stderr = summary_to_stderr
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
         self.console = Console(stderr=True, highlight=False)
@@ -100,8 +102,9 @@ class PullProgress:
         status, layer = str(msg.get("status", "")), msg.get("id")
         if status.startswith(("Digest:", "Status:")):
             self.stop()
-            sys.stdout.write(status + "\n")
-            sys.stdout.flush()
+            out = sys.stderr if self.summary_to_stderr else sys.stdout
+            out.write(status + "\n")
+            out.flush()
             return
         if not layer or status.startswith("Pulling from"):
             self.console.print(f"{layer}: {status}" if layer else status, soft_wrap=True)

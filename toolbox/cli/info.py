@@ -1,5 +1,5 @@
-"""Commands that look or connect: status, info, ip, list, version, logs, config,
-shellinit, ssh, ssh-config. `status` imports nothing heavy (it must start fast)."""
+"""Commands that look or connect: status, info, ip, list, version, doctor, config,
+shellinit, ssh, ssh-config (and the serial console `logs` shows). `status` imports nothing heavy (it must start fast)."""
 
 from __future__ import annotations
 
@@ -111,16 +111,21 @@ def serial_logs(name: str, follow: bool) -> None:
 def shellinit(
     name: NameOpt = "default",
     shell: Annotated[Optional[str], typer.Option(help="bash, zsh, fish, powershell or cmd (default: from $SHELL).")] = None,
+    docker_context: Annotated[bool, typer.Option("--docker-context", help="Also create and select a 'toolbox' docker context (then DOCKER_HOST is unset).")] = False,
 ) -> None:
     """Print the commands that point docker at this instance (alias: socket).
 
-    Example: eval "$(toolbox shellinit)"
+    Example: eval "$(toolbox shellinit)"   or   eval "$(toolbox shellinit --docker-context)"
     """
     from toolbox import shellinit as si
     from toolbox import state
 
     paths = state.require(name)
-    typer.echo(si.render(si.detect_shell(shell), si.environment(paths), name), nl=False)
+    kind = si.detect_shell(shell)
+    if docker_context:
+        ctx = si.use_docker_context(paths, name)
+        typer.echo(f"docker context {ctx!r} now points at {paths.docker_socket} and is selected", err=True)
+    typer.echo(si.render(kind, si.environment(paths, docker_context), name), nl=False)
 
 
 def ssh(
@@ -148,6 +153,29 @@ def ssh(
     finally:
         client.close()
     raise typer.Exit(code)
+
+
+def doctor(
+    name: NameOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check the host and the instance; for each problem, say what to do. Exit 1 if any failed.
+
+    Example: toolbox doctor --json | jq '.checks[] | select(.status == "fail")'
+    """
+    from toolbox import doctor as doc
+
+    checks = doc.run_checks(name)
+    if as_json:
+        typer.echo(doc.as_json(checks))
+    else:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        for line in doc.render_lines(checks):
+            console.print(line, soft_wrap=True)
+    if any(c.failed for c in checks):
+        raise typer.Exit(1)
 
 
 def ssh_config(name: NameOpt = "default") -> None:
@@ -214,7 +242,7 @@ def register(app: typer.Typer) -> None:
     for fn, cmd, aliases in (
         (status, "status", ()), (info, "info", ()), (ip, "ip", ()), (list_, "list", ("ls",)),
         (ssh, "ssh", ()), (ssh_config, "ssh-config", ()), (shellinit, "shellinit", ("socket",)),
-        (version, "version", ()),
+        (version, "version", ()), (doctor, "doctor", ()),
     ):
         app.command(cmd)(fn)
         for alias in aliases:
