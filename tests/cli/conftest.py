@@ -85,15 +85,22 @@ def cli() -> Cli:
 
 
 @pytest.fixture
-def engine(tmp_path: Path, env: Path) -> Iterator[Any]:
+def engine(tmp_path: Path, env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A real guest agent in a thread (fake_crun.py for crun), served as the instance's
-    docker.sock (a link to its socket, as the host agent's would be)."""
+    docker.sock (a link to its socket, as the host agent's would be). Its clock route
+    would set THIS host's clock: `clock_settime_ns` records the request instead."""
+    import time
+
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "agent"))
     from agent_harness import AgentThread
+
+    clock_set: list[int] = []
+    monkeypatch.setattr(time, "clock_settime_ns", lambda clk, ns: clock_set.append(ns))
 
     with AgentThread(tmp_path) as agent:
         (env / "default").mkdir(parents=True, exist_ok=True)
         (env / "default" / "docker.sock").symlink_to(agent.settings.socket)
+        agent.clock_set = clock_set
         yield agent
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,18 +120,39 @@ def test_doctor_all_green_then_the_socket_gone(cli: Any, inited: Path, engine: A
     (inited / "instance.toml").write_text(text.replace(f"ssh_port = {vm['spec_port']}", f"ssh_port = {ssh_banner}"))
     (inited / "hostagent.pid").write_text(f"{os.getpid()}\n")  # a live process stands for the host agent
     assert hostagent.read_pid(inited / "hostagent.pid") == os.getpid()
-    monkeypatch.setattr(doctor, "ssh_drift_ms", lambda *a: 12.0)  # the thread agent has no clock route
     result = cli("doctor")
     assert result.exit_code == 0, result.output
     assert "✓ docker socket" in result.stdout and "answers /_ping (OK)" in result.stdout
     assert f"✓ ssh: 127.0.0.1:{ssh_banner} (SSH-2.0-OpenSSH_9.2 fake)" in result.stdout
-    assert "✓ clock: guest +12 ms from the host" in result.stdout
-    monkeypatch.setattr(doctor, "ssh_drift_ms", lambda *a: -4000.0)
-    drift = cli("doctor")
-    assert drift.exit_code == 1 and "✗ clock: guest -4000 ms" in drift.stdout and "toolbox restart" in drift.stdout
+    assert re.search(r"✓ clock: guest [+-]\d+ ms from the host \(via the guest agent\)\n", result.stdout)
+    assert engine.clock_set == []
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() - 5_000_000_000)  # the host 5 s behind the guest
+    stepped = cli("doctor")
+    assert stepped.exit_code == 0 and "the agent set the guest clock" in stepped.stdout
+    assert re.search(r"✓ clock: guest \+5\d\d\d ms", stepped.stdout) and len(engine.clock_set) == 1
+    monkeypatch.setattr(time, "time_ns", real)
     (inited / "docker.sock").unlink()
     (inited / "docker.sock").touch()  # there, but nothing listens (a dead host agent's leftover)
     broken = cli("doctor")
     assert broken.exit_code == 1
     assert "✗ docker socket" in broken.stdout and "→ restart the host agent: toolbox up -n default" in broken.stdout
     assert "- clock: the docker socket does not answer" in broken.stdout
+
+
+def test_doctor_clock_over_ssh_without_the_route(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An older guest agent (404 for the clock route): the drift comes from `date` over SSH."""
+    from toolbox.engine.client import EngineClient
+    from toolbox.errors import EngineError
+    from toolbox.paths import InstancePaths
+
+    def no_route(*a: Any, **k: Any) -> Any:
+        raise EngineError(404, "page not found")
+
+    monkeypatch.setattr(EngineClient, "json", no_route)
+    ipaths = InstancePaths("default", tmp_path)
+    monkeypatch.setattr(doctor, "ssh_drift_ms", lambda *a: 12.0)
+    assert doctor.clock(ipaths, None, "default") == doctor.ok("clock", "guest +12 ms from the host (via ssh date)")
+    monkeypatch.setattr(doctor, "ssh_drift_ms", lambda *a: -4000.0)
+    check = doctor.clock(ipaths, None, "default")
+    assert check.failed and check.advice == "set it from the host's: toolbox restart -n default"
