@@ -13,7 +13,7 @@ from typing import TypeVar
 from toolbox_agent.api.args import parse_time, time_arg
 from toolbox_agent.api.streams import hijack_session, stream_type
 from toolbox_agent import system
-from toolbox_agent.containers import archive, stats, views
+from toolbox_agent.containers import archive, resources, stats, views
 from toolbox_agent.containers.engine import ContainerEngine
 from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NoSuchExec, NotModified
 from toolbox_agent.containers.frames import docker_frame
@@ -112,6 +112,13 @@ def routes(engine: ContainerEngine) -> list[Route]:
     async def rename(req: Request) -> Response:
         engine.rename(req.path_params["id"], req.arg("name") or "")
         return empty_response(204)
+
+    @engine_errors
+    async def update(req: Request) -> Response:
+        c = engine.get(req.path_params["id"])
+        warnings = resources.update(c, req.json_object())
+        engine._publish(c, "update")
+        return json_response({"Warnings": warnings})
 
     @engine_errors
     async def resize(req: Request) -> Response:
@@ -280,6 +287,7 @@ def routes(engine: ContainerEngine) -> list[Route]:
         Route("POST", "/containers/{id}/unpause", unpause),
         Route("POST", "/containers/{id}/rename", rename),
         Route("POST", "/containers/{id}/resize", resize),
+        Route("POST", "/containers/{id}/update", update),
         Route("POST", "/containers/{id}/wait", wait),
         Route("POST", "/containers/{id}/attach", attach),
         Route("GET", "/containers/{id}/logs", logs),

@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from toolbox_agent.containers import frames, rootfs, spec
+from toolbox_agent.containers import frames, resources, rootfs, spec
 from toolbox_agent.containers.errors import Conflict, InvalidParameter, NoSuchContainer, NotModified
 from toolbox_agent.containers.logs import rfc3339_nano
 from toolbox_agent.containers.model import (
-    NAME_RE, Container, command_line, created_seconds, merge_config, new_id, should_restart, unique_random_name,
+    NAME_RE, Container, command_line, created_seconds, merge_config, new_id, unique_random_name,
 )
+from toolbox_agent.containers.restarts import RestartManager
 from toolbox_agent.containers.runtime import Runtime, RuntimeError_
 from toolbox_agent.containers.stdio import Link, Subscriber
 from toolbox_agent.containers import volumemounts
@@ -56,6 +57,7 @@ class ContainerEngine:
         self.execs = ExecManager(self)
         self.volumes = VolumeStore(settings.root / "volumes", events)
         self.mounts = ContainerMounts(self.volumes, self.get, lambda: list(self.containers.values()))
+        self.restarts = RestartManager(self)
         if images is not None and hasattr(images, "in_use"):
             images.in_use = self.image_user  # `docker rmi` refuses an image a container uses
 
@@ -102,6 +104,7 @@ class ContainerEngine:
             self._check_name("/" + name.lstrip("/"))
         image = self.images.get(image_ref)  # ImageNotFound propagates (404 "No such image")
         host_config = dict(body.get("HostConfig") or {})
+        resources.validate(host_config)
         config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         merged = merge_config(config, (image.config or {}).get("config") or {})
         argv = command_line(merged)
@@ -132,10 +135,13 @@ class ContainerEngine:
                 )
 
     # ---- start --------------------------------------------------------------------
-    async def start(self, ref: str) -> None:
+    async def start(self, ref: str, by_policy: bool = False) -> None:
         c = self.get(ref)
+        if not by_policy:  # as Docker: a start by hand ends a restart wait and resets the count
+            self.restarts.cancel(c)
+            c.restart_count = 0
         async with self._lock(c.id):
-            if c.state.running:
+            if c.state.running and not (by_policy and c.state.status == "restarting"):
                 raise NotModified("container already started")
             if c.state.status == "removing":
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
@@ -275,19 +281,8 @@ class ContainerEngine:
         self._publish(c, "die", exitCode=str(c.state.exit_code))
         if c.host_config.get("AutoRemove") and c.id in self.containers:
             await self.remove(c.id, force=True)
-        elif c.id in self.containers and should_restart(c):
-            asyncio.ensure_future(self._restart_later(c, min(0.1 * 2 ** min(c.restart_count, 8), 30.0), count=True))
-
-    async def _restart_later(self, c: Container, delay: float, count: bool = False) -> None:
-        await asyncio.sleep(delay)
-        if c.id in self.containers and not c.state.running and not c.state.manually_stopped:
-            try:
-                await self.start(c.id)
-                if count:
-                    c.restart_count += 1
-                    c.save()
-            except Exception as exc:  # noqa: BLE001 - logged; the policy tries again on the next exit only
-                log.warning("restarting %s by policy failed: %s", c.short_id, exc)
+        elif c.id in self.containers:
+            self.restarts.after_exit(c)
 
     # ---- stop, kill, restart --------------------------------------------------------
     async def kill(self, ref: str, signal: str | None) -> None:
@@ -298,6 +293,7 @@ class ContainerEngine:
             raise InvalidParameter(str(exc)) from None
         if not c.state.running:
             raise Conflict(f"Container {c.id} is not running")
+        self._refuse_restarting(c)
         exited = self.wait_future(c.id, "next-exit")
         await self._signal(c, sig)
         self._publish(c, "kill", signal=str(sig))
@@ -313,8 +309,17 @@ class ContainerEngine:
         except RuntimeError_ as exc:
             log.warning("kill %s %s: %s", c.short_id, sig, exc)
 
+    def _refuse_restarting(self, c: Container) -> None:
+        if c.state.status == "restarting":
+            raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
+
     async def stop(self, ref: str, timeout: int | None, signal: str | None = None) -> None:
         c = self.get(ref)
+        if c.state.status == "restarting":  # waiting to restart: it only has to stay down
+            c.state.manually_stopped = True
+            self.restarts.cancel(c)
+            self._publish(c, "stop")
+            return
         if not c.state.running:
             raise NotModified("container already stopped")
         try:
@@ -347,6 +352,7 @@ class ContainerEngine:
         c = self.get(ref)
         if not c.state.running:
             raise Conflict(f"Container {c.id} is not running")
+        self._refuse_restarting(c)
         if pause and c.state.status == "paused":
             raise Conflict(f"Container {c.id} is already paused")
         if not pause and c.state.status != "paused":
@@ -375,6 +381,10 @@ class ContainerEngine:
         c = self.get(ref)
         if c.state.status == "removing":
             return
+        if c.state.status == "restarting":
+            if not force:
+                raise Conflict(f'cannot remove container "{c.name}": container is restarting: stop the container before removing or force remove')
+            self.restarts.cancel(c)
         if c.state.running:
             if not force:
                 raise Conflict(
@@ -500,8 +510,8 @@ class ContainerEngine:
                 link.started.set()
                 self.links[c.id] = link
                 link.task = asyncio.ensure_future(self._pump(c, link))
-            elif should_restart(c, booting=True) and c.state.started_at != "0001-01-01T00:00:00Z":
-                asyncio.ensure_future(self._restart_later(c, 0.0))
+            else:
+                self.restarts.at_boot(c)
         log.info("recovered %d containers (%d running)", len(self.containers), len(self.links))
 
     async def _connect_once(self, c: Container) -> Link:

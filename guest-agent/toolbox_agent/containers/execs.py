@@ -72,6 +72,8 @@ class ExecManager:
             raise Conflict(f"Container {c.id} is not running")
         if c.state.status == "paused":
             raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
+        if c.state.status == "restarting":
+            raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
         if not config.get("Cmd"):
             raise InvalidParameter("No exec command specified")
         e = Exec(new_id(), c.id, config)

@@ -124,14 +124,19 @@ def command_line(config: dict[str, Any]) -> list[str]:
 
 
 def should_restart(c: Container, booting: bool = False) -> bool:
-    """Docker's restart policies: always, unless-stopped, on-failure[:max] (not at boot)."""
+    """Docker's restart policies. At the engine's start (`booting`) an `always` container comes
+    back even if it was stopped by hand; `unless-stopped` and `on-failure` do not."""
     policy = c.host_config.get("RestartPolicy") or {}
     name = policy.get("Name") or "no"
-    if c.state.manually_stopped or c.state.status == "removing":
+    if c.state.status == "removing" or name == "no":
         return False
-    if name in ("always", "unless-stopped"):
+    if name == "always":
+        return booting or not c.state.manually_stopped
+    if c.state.manually_stopped:
+        return False
+    if name == "unless-stopped":
         return True
-    if name == "on-failure" and not booting:
+    if name == "on-failure":
         limit = int(policy.get("MaximumRetryCount") or 0)
         return c.state.exit_code != 0 and (limit == 0 or c.restart_count < limit)
     return False

@@ -145,7 +145,7 @@ def _resources(hc: dict[str, Any], privileged: bool) -> dict[str, Any]:
         cpu["shares"] = int(hc["CpuShares"])
     if cpu:
         res["cpu"] = cpu
-    if hc.get("PidsLimit"):
+    if (hc.get("PidsLimit") or 0) > 0:  # 0 and -1: unlimited
         res["pids"] = {"limit": int(hc["PidsLimit"])}
     return res
 

@@ -110,6 +110,8 @@ def status_text(c: Container, now: float | None = None) -> str:
         if s.finished_at.startswith("0001"):
             return f"Exited ({s.exit_code})"
         return f"Exited ({s.exit_code}) {human_duration(now - parse_rfc3339(s.finished_at))} ago"
+    if s.status == "restarting":
+        return f"Restarting ({s.exit_code}) {human_duration(now - parse_rfc3339(s.finished_at))} ago"
     if s.status == "removing":
         return "Removal In Progress"
     return s.status.capitalize()
