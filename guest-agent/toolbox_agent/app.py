@@ -46,6 +46,13 @@ def _construct_store(cls: Any, settings: Settings, events: EventBus) -> Any:
     return cls(settings.images_dir)
 
 
+def _network_routes(containers: Any) -> list[Route]:
+    from toolbox_agent.api import networks as networks_api
+    from toolbox_agent.api import ports as ports_api
+
+    return networks_api.routes(containers) + ports_api.routes(containers.network)
+
+
 def build_agent(settings: Settings, images: Any = None) -> Agent:
     """Every engine part and route; `images` replaces the image store (tests)."""
     events = EventBus()
@@ -61,7 +68,8 @@ def build_agent(settings: Settings, images: Any = None) -> Agent:
         from toolbox_agent.containers.engine import ContainerEngine
 
         containers = ContainerEngine(settings, images, events)
-        container_routes = containers_api.routes(containers) + exec_api.routes(containers) + volumes_api.routes(containers.volumes)
+        container_routes = (containers_api.routes(containers) + exec_api.routes(containers)
+                            + volumes_api.routes(containers.volumes) + _network_routes(containers))
     except ImportError as exc:
         log.warning("containers API not available: %s", exc)
 

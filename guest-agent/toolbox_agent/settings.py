@@ -24,6 +24,9 @@ class Settings:
     run_dir: Path  # volatile state (crun's state root lives below it)
     insecure_registries: list[str] = field(default_factory=list)
     runtime: str = "crun"  # the OCI runtime binary (tests put a fake one here)
+    # "kernel": bridges, namespaces and nftables in the VM; "dry": only recorded (an agent
+    # outside the VM, e.g. in tests, must never touch the host's network)
+    network: str = "dry"
     raw: dict[str, Any] = field(default_factory=dict)  # the whole agent.json
 
     @property
@@ -33,6 +36,10 @@ class Settings:
     @property
     def containers_dir(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def network_dir(self) -> Path:
+        return self.root / "network"
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -55,5 +62,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         run_dir=run_dir,
         insecure_registries=[str(r) for r in insecure] if isinstance(insecure, list) else [],
         runtime=env.get("TOOLBOX_AGENT_RUNTIME", "crun"),
+        network=env.get("TOOLBOX_AGENT_NETWORK", "dry" if "TOOLBOX_AGENT_ROOT" in env else "kernel"),
         raw=raw,
     )

@@ -20,6 +20,7 @@ from toolbox_agent.containers.frames import docker_frame
 from toolbox_agent.containers.logs import read_entries, stream_entries
 from toolbox_agent.containers.runtime import run_command
 from toolbox_agent.containers.stdio import Session
+from toolbox_agent.network.errors import NetworkError
 from toolbox_agent.http import ApiError, Hijack, Request, Response, Route, empty_response, json_response
 
 R = TypeVar("R", Response, Response | Hijack)
@@ -40,6 +41,8 @@ def engine_errors(handler: Callable[[Request], Awaitable[R]]) -> Callable[[Reque
             raise ApiError(400, str(exc)) from None
         except NotModified:
             return empty_response(304)  # type: ignore[return-value]
+        except NetworkError as exc:
+            raise ApiError(exc.status, str(exc)) from None
         except Exception as exc:
             name = type(exc).__name__
             if name == "ImageNotFound":
@@ -67,11 +70,11 @@ def routes(engine: ContainerEngine) -> list[Route]:
         found.sort(key=lambda c: c.created, reverse=True)
         if limit > 0:
             found = found[:limit]
-        return json_response([views.summary_doc(c) for c in found])
+        return json_response([views.summary_doc(c, engine.network) for c in found])
 
     @engine_errors
     async def inspect(req: Request) -> Response:
-        return json_response(views.inspect_doc(engine.get(req.path_params["id"])))
+        return json_response(views.inspect_doc(engine.get(req.path_params["id"]), engine.network))
 
     @engine_errors
     async def start(req: Request) -> Response:

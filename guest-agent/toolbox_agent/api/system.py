@@ -156,6 +156,8 @@ def _now_rfc3339() -> str:
 
 
 def _event_matches(event: dict[str, Any], wanted: dict[str, list[str]]) -> bool:
+    if event["Type"].startswith("toolbox.") and event["Type"] not in wanted.get("type", []):
+        return False  # toolbox's own events go only to those who ask for them by type
     for key, values in wanted.items():
         if key == "type" and event["Type"] not in values:
             return False

@@ -30,6 +30,7 @@ from toolbox_agent.containers.stdio import Link, Subscriber
 from toolbox_agent.containers import volumemounts
 from toolbox_agent.containers.volumemounts import ContainerMounts
 from toolbox_agent.events import EventBus
+from toolbox_agent.network.manager import NetworkManager
 from toolbox_agent.settings import Settings
 from toolbox_agent.volumes import VolumeStore
 
@@ -58,6 +59,7 @@ class ContainerEngine:
         self.volumes = VolumeStore(settings.root / "volumes", events)
         self.mounts = ContainerMounts(self.volumes, self.get, lambda: list(self.containers.values()))
         self.restarts = RestartManager(self)
+        self.network = NetworkManager(settings.network_dir, events, dry=settings.network != "kernel")
         if images is not None and hasattr(images, "in_use"):
             images.in_use = self.image_user  # `docker rmi` refuses an image a container uses
 
@@ -110,6 +112,7 @@ class ContainerEngine:
         argv = command_line(merged)
         if not argv:
             raise InvalidParameter("no command specified")
+        net_mode, net_attachments = self.network.plan(host_config, body.get("NetworkingConfig") or {}, merged)
         cid = new_id()
         if not merged.get("Hostname"):
             merged["Hostname"] = cid[:12]
@@ -118,9 +121,10 @@ class ContainerEngine:
         cdir = self.dir / cid
         cdir.mkdir(parents=True)
         c = Container(cid, full_name, rfc3339_nano(), image_ref, image.id, argv[0], argv[1:], merged, host_config, dir=cdir)
-        host_config.setdefault("NetworkMode", "host")
+        host_config["NetworkMode"] = net_mode
         c.save()
         self.mounts.save(c, mount_points)
+        self.network.configure(cid, full_name, net_mode, net_attachments)
         c.log_path.touch()
         self.containers[cid] = c
         self._publish(c, "create")
@@ -150,6 +154,7 @@ class ContainerEngine:
             except BaseException:
                 self.mounts.stop(c)
                 await rootfs.unmount(c.dir)
+                await self.network.detach(c.id)
                 if c.host_config.get("AutoRemove"):  # as Docker: --rm also covers a failed start
                     asyncio.ensure_future(self.remove(c.id, force=True))
                 raise
@@ -159,6 +164,7 @@ class ContainerEngine:
         root = await rootfs.mount(list(image.layer_dirs), c.dir)
         hostname = str(c.config.get("Hostname") or c.short_id)
         hosts, hostname_file, resolv = rootfs.write_etc_files(c.dir, hostname, list(c.host_config.get("ExtraHosts") or []))
+        netns = await self.network.attach(c.id, c.name, hostname, c.host_config, c.config, c.dir)
         try:
             uid, gid, groups = spec.resolve_user(str(c.config.get("User") or ""), rootfs.read_file(root, "/etc/passwd"), rootfs.read_file(root, "/etc/group"))
         except ValueError as exc:
@@ -173,7 +179,7 @@ class ContainerEngine:
         inp = spec.SpecInput(
             c.id, command_line(c.config), env, str(c.config.get("WorkingDir") or "/"), uid, gid, groups, hostname,
             str(root), c.tty, str(hosts), str(hostname_file), str(resolv), c.host_config,
-            (int(size[0]), int(size[1])) if size and size[0] else None,
+            (int(size[0]), int(size[1])) if size and size[0] else None, netns=netns,
         )
         inp.mounts = await self.mounts.start(c, root)
         bundle = c.dir / "bundle"
@@ -271,6 +277,7 @@ class ContainerEngine:
         c.state.finished_at = str(exit_doc.get("finished_at") or rfc3339_nano())
         await rootfs.unmount(c.dir)
         self.mounts.stop(c)
+        await self.network.detach(c.id)
         if c.id in self.containers:
             c.save()
         for sub in self.subscribers.pop(c.id, set()):
@@ -401,6 +408,7 @@ class ContainerEngine:
         c.state.status = "removing"
         await self.execs.forget_container(c.id)
         await rootfs.unmount(c.dir)
+        await self.network.forget(c.id)
         if self._runtime_knows(c):
             await self.runtime.delete(c.id)
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, c.dir, True)
@@ -423,6 +431,7 @@ class ContainerEngine:
         old = c.name
         c.name = full
         c.save()
+        self.network.rename(c.id, full)
         self._publish(c, "rename", oldName=old)
 
     async def prune(self, until: float | None = None, labels: list[str] | None = None) -> list[str]:
@@ -492,6 +501,7 @@ class ContainerEngine:
 
     # ---- recovery after an agent restart ---------------------------------------------
     async def recover(self) -> None:
+        await self.network.recover()  # bridges and NAT first: containers may start again below
         for cdir in sorted(self.dir.iterdir()) if self.dir.is_dir() else []:
             try:
                 c = Container.load(cdir)

@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from toolbox_agent.network.etc import hosts_file
+
 log = logging.getLogger("toolbox_agent.containers")
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -51,20 +53,7 @@ async def unmount(cdir: Path) -> None:
 def write_etc_files(cdir: Path, hostname: str, extra_hosts: list[str]) -> tuple[Path, Path, Path]:
     """DIR/hosts, DIR/hostname, DIR/resolv.conf (bind-mounted over the image's)."""
     hosts = cdir / "hosts"
-    lines = [
-        "127.0.0.1\tlocalhost",
-        "::1\tlocalhost ip6-localhost ip6-loopback",
-        "fe00::0\tip6-localnet",
-        "ff00::0\tip6-mcastprefix",
-        "ff02::1\tip6-allnodes",
-        "ff02::2\tip6-allrouters",
-        f"127.0.1.1\t{hostname}",
-    ]
-    for entry in extra_hosts:
-        name, _, addr = entry.partition(":")
-        if addr:
-            lines.append(f"{addr}\t{name}")
-    hosts.write_text("\n".join(lines) + "\n")
+    hosts.write_text(hosts_file(hostname, "", extra_hosts, ""))  # the network engine rewrites it with the address
     hostname_file = cdir / "hostname"
     hostname_file.write_text(hostname + "\n")
     resolv = cdir / "resolv.conf"

@@ -53,6 +53,7 @@ class SpecInput:
     host_config: dict[str, Any] = field(default_factory=dict)
     console_size: tuple[int, int] | None = None  # (rows, cols)
     mounts: list[dict[str, Any]] = field(default_factory=list)  # binds, volumes, tmpfs (volumemounts.py)
+    netns: str | None = None  # a namespace to join (path), "" a new one, None the VM's
 
 
 def capabilities(host_config: dict[str, Any]) -> list[str]:
@@ -101,8 +102,8 @@ def build_spec(inp: SpecInput) -> dict[str, Any]:
         process["consoleSize"] = {"height": inp.console_size[0], "width": inp.console_size[1]}
     privileged = bool(hc.get("Privileged"))
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
-    if (hc.get("NetworkMode") or "") == "none":
-        namespaces.append({"type": "network"})
+    if _own_netns(inp):
+        namespaces.append({"type": "network", **({"path": inp.netns} if inp.netns else {})})
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "cgroupsPath": f"/toolbox/{inp.id}",
@@ -150,6 +151,10 @@ def _resources(hc: dict[str, Any], privileged: bool) -> dict[str, Any]:
     return res
 
 
+def _own_netns(inp: SpecInput) -> bool:
+    return inp.netns is not None or (inp.host_config.get("NetworkMode") or "") == "none"
+
+
 def _mounts(inp: SpecInput) -> list[dict[str, Any]]:
     hc = inp.host_config
     mounts: list[dict[str, Any]] = [
@@ -162,7 +167,7 @@ def _mounts(inp: SpecInput) -> list[dict[str, Any]]:
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
     ]  # fmt: skip
-    if (hc.get("NetworkMode") or "") != "none":
+    if not _own_netns(inp):
         # the VM's network namespace is shared: sysfs may not be mounted anew, bind it
         mounts[3] = {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
     for dest, src in (("/etc/hosts", inp.hosts_path), ("/etc/hostname", inp.hostname_path), ("/etc/resolv.conf", inp.resolv_path)):

@@ -11,7 +11,8 @@ from toolbox_agent.containers.logs import parse_rfc3339
 from toolbox_agent.containers.model import Container
 
 
-def inspect_doc(c: Container) -> dict[str, Any]:
+def inspect_doc(c: Container, network: Any = None) -> dict[str, Any]:
+    """`network`: the network engine, which shapes NetworkSettings (None: the VM's)."""
     s = c.state
     return {
         "Id": c.id,
@@ -48,7 +49,7 @@ def inspect_doc(c: Container) -> dict[str, Any]:
         "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": str(c.rootfs), "UpperDir": str(c.dir / "upper"), "WorkDir": str(c.dir / "work")}},
         "Mounts": _mounts(c),
         "Config": {**c.config, "Image": c.image},
-        "NetworkSettings": _network(c),
+        "NetworkSettings": _network(c, network),
     }
 
 
@@ -71,7 +72,9 @@ def _mounts(c: Container) -> list[dict[str, Any]]:
         return []
 
 
-def _network(c: Container) -> dict[str, Any]:
+def _network(c: Container, network: Any = None) -> dict[str, Any]:
+    if network is not None:
+        return dict(network.container_settings(c.id, c.config, c.host_config))
     mode = c.host_config.get("NetworkMode") or "host"
     mode = "host" if mode == "default" else mode
     return {
@@ -81,7 +84,7 @@ def _network(c: Container) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def summary_doc(c: Container) -> dict[str, Any]:
+def summary_doc(c: Container, network: Any = None) -> dict[str, Any]:
     cmd = " ".join([c.path, *c.args])
     return {
         "Id": c.id,
@@ -90,12 +93,12 @@ def summary_doc(c: Container) -> dict[str, Any]:
         "ImageID": c.image_id,
         "Command": cmd,
         "Created": int(parse_rfc3339(c.created)),
-        "Ports": [],
+        "Ports": network.container_ports(c.id, c.config, c.host_config) if network is not None else [],
         "Labels": c.config.get("Labels") or {},
         "State": c.state.status,
         "Status": status_text(c),
         "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "host"},
-        "NetworkSettings": {"Networks": _network(c)["Networks"]},
+        "NetworkSettings": {"Networks": _network(c, network)["Networks"]},
         "Mounts": _mounts(c),
     }
 

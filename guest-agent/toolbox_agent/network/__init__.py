@@ -1,0 +1,1 @@
+"""Container networking: bridges, IPAM, network namespaces, NAT, published ports, DNS."""
