@@ -154,12 +154,13 @@ def routes(engine: ContainerEngine) -> list[Route]:
         pids = {str(p) for p in await engine.runtime.pids(c.id)}
         args = (req.arg("ps_args") or "-ef").split()
         rc, out, err = await run_command("ps", *args)
+        # ps_args is the client's: ps refusing them, or leaving out PID, is bad input (400)
         if rc != 0:
-            raise ApiError(500, f"ps: {err.strip()}")
+            raise ApiError(400, f"ps: {err.strip()}")
         lines = out.splitlines()
         titles = lines[0].split() if lines else []
         if "PID" not in titles:
-            raise ApiError(500, "Couldn't find PID field in ps output")
+            raise ApiError(400, "Couldn't find PID field in ps output")
         col = titles.index("PID")
         procs = []
         for line in lines[1:]:
