@@ -183,6 +183,10 @@ def test_fuzz_every_route(fuzz_agent: tuple[RealStoreAgent, list[str], LoggedErr
         @given(api_requests(routes, _known_names(agent, images), images))
         @example(("GET", "/containers/sleeper/top?ps_args=--zz", None, {}))  # was a 500: ps refused the client's args
         @example(("GET", "/containers/sleeper/top?ps_args=-o+comm", None, {}))  # was a 500: no PID column
+        @example(("POST", "/containers/create", b'{"Image": true}', {}))  # was a 500: a bool where a string belongs
+        @example(("POST", "/containers/create", json.dumps({"Image": images[0], "Cmd": {}}).encode(), {}))  # was a 500
+        @example(("POST", "/containers/create", json.dumps({"Image": images[0], "HostConfig": [1]}).encode(), {}))
+        @example(("POST", "/containers/sleeper/exec", b'{"Cmd": [1]}', {}))
         def fuzz(drawn: tuple[str, str, bytes | None, dict[str, str]]) -> None:
             method, target, body, headers = drawn
             may_stream = any(s in target for s in STREAMING)

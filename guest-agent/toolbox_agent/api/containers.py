@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from toolbox_agent.api import shapes
 from toolbox_agent.api.args import parse_time, time_arg
 from toolbox_agent.api.streams import hijack_session, stream_type
 from toolbox_agent import system
@@ -58,6 +59,7 @@ def routes(engine: ContainerEngine) -> list[Route]:
     @engine_errors
     async def create(req: Request) -> Response:
         body = req.json_object()
+        shapes.check(body, shapes.CONFIG, "CreateRequest")
         c = engine.create(body, req.arg("name") or None)
         return json_response({"Id": c.id, "Warnings": []}, 201)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from toolbox_agent.api import shapes
 from toolbox_agent.api.containers import engine_errors
 from toolbox_agent.api.streams import hijack_session
 from toolbox_agent.containers.engine import ContainerEngine
@@ -13,12 +14,15 @@ def routes(engine: ContainerEngine) -> list[Route]:
 
     @engine_errors
     async def create(req: Request) -> Response:
-        e = execs.create(req.path_params["id"], req.json_object())
+        body = req.json_object()
+        shapes.check(body, shapes.EXEC_CONFIG, "ExecOptions")
+        e = execs.create(req.path_params["id"], body)
         return json_response({"Id": e.id}, 201)
 
     @engine_errors
     async def start(req: Request) -> Response | Hijack:
         body = req.json_object()
+        shapes.check(body, shapes.EXEC_CONFIG, "ExecStartOptions")
         detach = bool(body.get("Detach"))
         session = await execs.start(req.path_params["id"], detach)
         if detach:
