@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,7 @@ class FileServer:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.faults = Faults()
+        self.served: list[str] = []  # the paths answered with content, in order
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,7 +47,8 @@ class FileServer:
 
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
         f = self.faults
-        path = self.root / req.path.lstrip("/").split("?")[0]
+        rel = urllib.parse.unquote(req.path.split("?")[0]).lstrip("/")  # apt asks for %3a as %253a
+        path = self.root / rel
         if f.status is not None or not path.is_file():
             req.send_error(f.status or 404)
             return
@@ -69,6 +72,7 @@ class FileServer:
         else:
             req.send_response(200)
         body = data[start:]
+        self.served.append(rel)
         req.send_header("Content-Length", str(len(body)))
         req.end_headers()
         if f.truncate_next > 0 and path.suffix == ".iso":

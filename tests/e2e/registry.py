@@ -416,12 +416,18 @@ def make_image(layers: list[bytes], *, compression: str = "gzip", oci: bool | No
     flavor = "oci" if oci else "docker"
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
     blobs = [Blob(LAYER_TYPES[(flavor, compression)], compress(layer, compression)) for layer in layers]
+    return assemble_image(blobs, diff_ids, oci=oci, cmd=cmd, arch=arch, labels=labels)
+
+
+def assemble_image(blobs: list[Blob], diff_ids: list[str], *, oci: bool, cmd: list[str] | None = None,
+                   arch: str = "amd64", labels: dict[str, str] | None = None) -> BuiltImage:
+    """An image from layer blobs already compressed (with their diff_ids): config and manifest."""
     config = {
         "architecture": arch, "os": "linux", "created": CREATED,
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                    "Cmd": cmd or ["sh"], "Labels": labels or None},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created": CREATED, "created_by": f"/bin/sh -c #(nop) ADD layer {i}"} for i in range(len(layers))]
+        "history": [{"created": CREATED, "created_by": f"/bin/sh -c #(nop) ADD layer {i}"} for i in range(len(blobs))]
                    + [{"created": CREATED, "created_by": '/bin/sh -c #(nop)  CMD ["sh"]', "empty_layer": True}],
     }
     ctype = "application/vnd.oci.image.config.v1+json" if oci else "application/vnd.docker.container.image.v1+json"

@@ -9,53 +9,17 @@ insecure registry) by rewriting /run/toolbox/agent.json and restarting the agent
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from conftest import Toolbox
-from registry import RegistryServer, registry  # noqa: F401  (the session's registry fixture)
+from docker_session import DOCKER, docker_cli, docker_env  # noqa: F401  (docker_env: a fixture)
+from registry import registry  # noqa: F401  (the session's registry fixture)
 
 pytestmark = pytest.mark.e2e
-DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
-GUEST = "10.0.2.2"
-
-
-@pytest.fixture(scope="module")
-def docker_env(toolbox_vm: Toolbox, registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:  # noqa: F811
-    """The environment of a shell after `eval "$(toolbox shellinit)"`, the agent pointed at the registry."""
-    port = registry.port
-    settings = {"insecure_registries": [f"{GUEST}:{port}"], "registry_mirrors": [f"http://{GUEST}:{port}"]}
-    toolbox_vm.ssh(
-        f"echo '{json.dumps(settings)}' | sudo tee /run/toolbox/agent.json >/dev/null && "
-        "sudo pkill -f '^python3 -m toolbox_agent'"
-    )
-    bindir = tmp_path_factory.mktemp("bin")
-    wrapper = bindir / "toolbox"  # `toolbox` as typed; this session's instance is not "default"
-    wrapper.write_text(
-        f'#!/bin/sh\nif [ "$1" = shellinit ]; then set -- "$@" -n {toolbox_vm.name}; fi\n'
-        f'exec {sys.executable} -m toolbox "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    env = {**toolbox_vm.env, "PATH": f"{bindir}:{os.environ['PATH']}", "DOCKER_CONFIG": str(bindir / "docker-config")}
-    out = subprocess.run(["sh", "-c", 'eval "$(toolbox shellinit)" && echo "$DOCKER_HOST"'], env=env,
-                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
-    env["DOCKER_HOST"] = out.stdout.strip()
-    deadline = time.monotonic() + 120
-    while subprocess.run([DOCKER, "version"], env=env, capture_output=True, timeout=60).returncode != 0:
-        assert time.monotonic() < deadline, "the guest agent did not come back after its restart"
-        time.sleep(1)
-    yield env
-
-
-def docker_cli(env: dict[str, str], *args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True, input=input, timeout=timeout)
 
 
 def test_seed_session_verbatim(docker_env: dict[str, str]) -> None:

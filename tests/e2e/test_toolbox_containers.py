@@ -13,7 +13,8 @@ import sys
 import pytest
 from conftest import Toolbox
 from registry import RegistryServer, registry  # noqa: F401  (the session's registry fixture)
-from test_docker_cli import GUEST, _screen_until, _tmux, docker_env  # noqa: F401  (agent pointed at the registry)
+from docker_session import GUEST, docker_env  # noqa: F401  (agent pointed at the registry)
+from test_docker_cli import _screen_until, _tmux
 
 pytestmark = pytest.mark.e2e
 
