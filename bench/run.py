@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, str] = {  # name -> module; run in this order
     "up": "cli_up",
     "docker": "docker_client",
     "docker-compare": "docker_compare",  # toolbox's engine vs dockerd, needs vm-image/out-docker
+    "ports": "port_forward",  # the host agent's localhost port forward vs ssh -L
 }
 
 
