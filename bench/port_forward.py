@@ -1,20 +1,17 @@
-"""Throughput through a localhost port forward: the host agent's forward (paramiko,
-toolbox/hostagent/ports.py) vs the system OpenSSH client's `ssh -L`, to the same guest.
+"""Throughput through a localhost port forward: the host agent's (a container's published
+port, forwarded by toolbox/hostagent/ports.py over paramiko) vs the system OpenSSH
+client's `ssh -L` to the same guest port, pairs alternated in one run.
 
-In the guest a small Python server sends SIZE bytes to each connection on
-127.0.0.1:GUEST_PORT; on the host each sample connects to one forward's local port and
-reads to the end. Both forwards ride an SSH connection to the same guest sshd, opening a
-`direct-tcpip` channel per connection, so the guest side is the same and the figure
-compares the host sides. The pairs alternate ours / ssh -L in one run.
-
-The host agent's forward code runs in this process (TcpForward over an SSHLink, as the
-host agent builds it), pointed at the guest server's port: the published-port path adds
-only the guest agent's relay in the VM, which both sides would share.
+A busybox httpd in a container publishes a SIZE-byte file on port P. The host agent
+listens on 127.0.0.1:P; `ssh -L` forwards another local port to 127.0.0.1:P in the guest.
+Both ride an SSH connection to the same guest sshd with one `direct-tcpip` channel per
+connection and reach the container through the guest agent's published port, so the
+guest side is the same and the figure compares the host sides. Each sample is one HTTP
+GET of the file, read to the end.
 """
 
 from __future__ import annotations
 
-import base64
 import shutil
 import socket
 import subprocess
@@ -26,19 +23,8 @@ from figures import Figure, Skipped, Target
 from lab import BenchError, Instance, Lab
 
 SIZE = 8 * 1024 * 1024
-NOTE = (f"{SIZE >> 20} MiB guest → host per sample; seconds, so the issue's throughput ≥ 0.8× of ssh -L "
-        "is a time ≤ 1.25×")
-SOURCE = (  # the guest's data source: SIZE bytes to every connection, then close
-    "import socket,threading\n"
-    "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-    "s.bind(('127.0.0.1',{port}));s.listen(16)\n"
-    "buf=memoryview(bytes(1<<20))\n"
-    "def send(c):\n"
-    "  for _ in range({size}>>20): c.sendall(buf)\n"
-    "  c.close()\n"
-    "while True:\n"
-    "  c,_=s.accept();threading.Thread(target=send,args=(c,),daemon=True).start()\n"
-)
+NOTE = (f"{SIZE >> 20} MiB guest → host per sample (an HTTP GET from a container's busybox httpd); seconds, "
+        "so the issue's throughput ≥ 0.8× of ssh -L is a time ≤ 1.25×")
 
 
 def _free_port() -> int:
@@ -48,15 +34,17 @@ def _free_port() -> int:
 
 
 def _read_all(port: int) -> float:
-    """Seconds to read everything the guest sends through the forward at 127.0.0.1:port."""
+    """Seconds to GET the file through the forward at 127.0.0.1:port, to its last byte."""
     start = time.perf_counter()
-    got = 0
+    data = bytearray()
     with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+        s.sendall(b"GET /f HTTP/1.0\r\n\r\n")
         while chunk := s.recv(1 << 20):
-            got += len(chunk)
+            data += chunk
     took = time.perf_counter() - start
-    if got != SIZE:
-        raise BenchError(f"read {got} bytes through 127.0.0.1:{port}, not {SIZE}")
+    body = data.partition(b"\r\n\r\n")[2]
+    if len(body) != SIZE:
+        raise BenchError(f"read {len(body)} body bytes through 127.0.0.1:{port}, not {SIZE}")
     return took
 
 
@@ -90,44 +78,43 @@ def _ssh_port(config: Path) -> int:
 
 
 def run(lab: Lab, rounds: int, say: Callable[[str], None]) -> list[Figure | Skipped]:
-    if shutil.which("ssh") is None:
-        return [Skipped("port forward vs ssh -L", "no OpenSSH client (ssh) on PATH")]
-    from toolbox.hostagent.forward import SSHLink
-    from toolbox.hostagent.ports import TcpForward
-    from toolbox.ssh import connect
+    if shutil.which("ssh") is None or shutil.which("docker") is None:
+        return [Skipped("port forward vs ssh -L", "needs the OpenSSH client (ssh) and the docker CLI")]
+    from docker_client import _docker_env
+    from registry import RegistryServer, publish_defaults
 
     inst = lab.instance("qemu")
     inst.run("up")
-    guest_port = _free_port()  # the forward listens on the host at the guest's port number
-    script = base64.b64encode(SOURCE.format(port=guest_port, size=SIZE).encode()).decode()
-    inst.run("ssh", "--", "sh", "-c", f"echo {script} | base64 -d > /tmp/bench-source.py && "
-             "nohup python3 /tmp/bench-source.py </dev/null >/dev/null 2>&1 & echo $! > /tmp/bench-source.pid")
-    ssh_port = _ssh_port(inst.dir / "instance.toml")
-    link = SSHLink(lambda: connect("127.0.0.1", ssh_port, inst.dir / "id_ed25519", inst.dir / "ssh_host_ed25519_key.pub"))
-    ours = TcpForward(guest_port, link)
-    ours.start()
-    local = _free_port()
-    proc = _ssh_l(inst, ssh_port, local, guest_port, lab.work)
+    port, local = _free_port(), _free_port()
+    with RegistryServer() as reg:
+        publish_defaults(reg)
+        env = _docker_env(lab, inst.name, reg.port)
+        serve = f"mkdir /www && head -c {SIZE} /dev/zero > /www/f && exec httpd -f -p 80 -h /www"
+        cid = subprocess.run(["docker", "run", "-d", "-p", f"{port}:80", "learn/tutorial", "sh", "-c", serve], env=env,
+                             capture_output=True, text=True, timeout=600, check=True).stdout.strip()  # fmt: skip
+    proc = _ssh_l(inst, _ssh_port(inst.dir / "instance.toml"), local, port, lab.work)
     try:
+        _wait_port(port)
         _wait_port(local)
-        ours_s, ssh_s = [], []
-        _read_all(guest_port), _read_all(local)  # warm-up: both connections made, both guest paths hot
+        ours, theirs = [], []
+        for _ in range(2):  # warm-up: both SSH paths and the container's page cache hot
+            _read_all(port), _read_all(local)
         for i in range(max(rounds, 3) * 2):
-            pair = [(ours_s, guest_port), (ssh_s, local)]
-            for samples, port in pair if i % 2 == 0 else reversed(pair):
-                samples.append(_read_all(port))
-        mbps = [SIZE / 1e6 / s for s in ours_s]
-        say(f"port forward: ours {sorted(mbps)[len(mbps) // 2]:.1f} MB/s, "
-            f"ssh -L {sorted(SIZE / 1e6 / s for s in ssh_s)[len(ssh_s) // 2]:.1f} MB/s")
+            pair = [(ours, port), (theirs, local)]
+            for samples, p in pair if i % 2 == 0 else reversed(pair):
+                samples.append(_read_all(p))
+        say(f"port forward: host agent {_mbps(ours):.2f} MB/s, ssh -L {_mbps(theirs):.2f} MB/s (medians)")
     finally:
-        ours.close()
-        link.close()
         proc.terminate()
         proc.wait(10)
-        inst.run("ssh", "--", "sh", "-c", "kill $(cat /tmp/bench-source.pid)")
+        subprocess.run(["docker", "rm", "-f", cid], env=env, capture_output=True, timeout=120)
     return [
-        Figure("port forward guest → host: the host agent's (paramiko)", "s", ours_s, lab.accel,
-               baseline=ssh_s, baseline_name="ssh -L (OpenSSH)", target=Target("ratio", 1.25, 6), note=NOTE),
-        Figure("port forward throughput, the host agent's", "MB/s", [SIZE / 1e6 / s for s in ours_s], lab.accel,
-               baseline=[SIZE / 1e6 / s for s in ssh_s], baseline_name="ssh -L (OpenSSH)"),
+        Figure("port forward guest → host: the host agent's (paramiko)", "s", ours, lab.accel,
+               baseline=theirs, baseline_name="ssh -L (OpenSSH)", target=Target("ratio", 1.25, 6), note=NOTE),
+        Figure("port forward throughput, the host agent's", "MB/s", [SIZE / 1e6 / s for s in ours], lab.accel,
+               baseline=[SIZE / 1e6 / s for s in theirs], baseline_name="ssh -L (OpenSSH)"),
     ]
+
+
+def _mbps(samples: list[float]) -> float:
+    return SIZE / 1e6 / sorted(samples)[len(samples) // 2]

@@ -4,7 +4,8 @@ Threads, because paramiko is threaded: one accept loop, and per connection one t
 each way. Bytes pass untouched and half-closes pass on: EOF from the local client becomes
 `channel.shutdown_write()`, EOF from the guest becomes `socket.shutdown(SHUT_WR)`; the
 pair is closed when both directions are done. The SSH connection is made again when it
-has dropped (the VM rebooted, the host slept), on the next client connection.
+has dropped (the VM rebooted, the host slept): by the port watcher within a second
+(portwatch.py), or on the next client connection, whichever comes first.
 """
 
 from __future__ import annotations
