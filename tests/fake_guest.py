@@ -140,6 +140,11 @@ class FakeGuest:
         self.server = self.loop.run_until_complete(Server(Router(routes)).start_unix(str(self.socket)))
         self._ready.set()
         self.loop.run_forever()
+        tasks = asyncio.all_tasks(self.loop)  # open connections: end them before the loop goes
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.loop.close()
 
     def start(self) -> FakeGuest:
         udp_api.RELAY_HOST = GUEST_IP

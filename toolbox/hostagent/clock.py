@@ -75,7 +75,10 @@ class ClockKeeper:
         if status != 200 or not isinstance(body, dict):
             log.warning("clock sync: the guest agent answered %s %s", status, body)
             return False
-        drift = float(body.get("drift_ms", 0.0))
+        try:
+            drift = float(body.get("drift_ms", 0.0))
+        except (TypeError, ValueError):
+            drift = float("nan")
         if body.get("stepped"):
             log.info("guest clock was %+.3f s off the host's: stepped", drift / 1000)
         self.report.update(clock={"synced": time.time(), "drift_ms": drift, "stepped": bool(body.get("stepped"))})

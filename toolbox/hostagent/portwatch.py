@@ -133,6 +133,8 @@ class PortWatcher:
                 self._follow()
             except (*CHANNEL_ERRORS, ValueError) as exc:
                 log.warning("following the guest's ports failed: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug here must not end the reconnects
+                log.exception("following the guest's ports failed")
             if self.stopping.is_set():
                 return
             if not self.link.connected():
@@ -153,7 +155,9 @@ class PortWatcher:
                 if line is None:
                     self.table.retry()
                     continue
-                self.table.apply(json.loads(line))
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    self.table.apply(event)
             log.info("the guest agent's event stream ended; subscribing again")
         finally:
             chan.close()
