@@ -97,7 +97,10 @@ class Lab:
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBOX_") and k != "DOCKER_HOST"}
-        env.update(TOOLBOX_HOME=str(self.home), TOOLBOX_ACCEL=self.accel, PYTHONPATH=str(REPO))
+        # The user's home is shared by default: the lab's own folder stands in for it.
+        (self.work / "user").mkdir(exist_ok=True)
+        env.update(TOOLBOX_HOME=str(self.home), TOOLBOX_ACCEL=self.accel, PYTHONPATH=str(REPO),
+                   HOME=str(self.work / "user"))
         if uri := os.environ.get("TOOLBOX_LIBVIRT_URI"):
             env["TOOLBOX_LIBVIRT_URI"] = uri
         return env

@@ -39,7 +39,7 @@ class FakeDriver:
         self._write(spec, "stopped", iso=str(spec.iso))
 
     def reconfigure(self, spec: VMSpec) -> None:
-        self._write(spec, "stopped", iso=str(spec.iso))
+        self._write(spec, "stopped", iso=str(spec.iso), mounts=[m.tag for m in spec.mounts])
 
     def start(self, spec: VMSpec) -> None:
         self._write(spec, "running", iso=str(spec.iso), accel=spec.accel)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from toolbox.errors import ConfigError
+from toolbox.mounts import DEFAULT_MOUNTS, MountConfig, list_problems, syntax_problems
 from toolbox.paths import global_config_file
 
 INSTANCE_FORMAT = 1  # instance.toml's `version`; bump with a migration when the shape changes
@@ -66,6 +67,9 @@ class GlobalConfig:
     disk_size_gib: int = 20
     image_url: str = DEFAULT_IMAGE_URL
     accel: str = "auto"
+    # Folders every new instance shares, as HOST[:GUEST][:ro] (toolbox.mounts); "~" is
+    # the home of whoever runs `init`. An empty list: no folder is shared by default.
+    mounts: list[str] = field(default_factory=lambda: list(DEFAULT_MOUNTS))
 
 
 @dataclass
@@ -80,13 +84,6 @@ class ImageRef:
     cmdline: str = ""
     arch: str = "x86_64"
     source: str = ""  # where it came from (manifest URL, ISO URL or path), for `info`
-
-
-@dataclass
-class MountConfig:
-    host_path: str
-    guest_path: str
-    writable: bool = True
 
 
 @dataclass
@@ -148,6 +145,7 @@ def validate_global(data: dict[str, Any], host: HostFacts) -> list[str]:
     url = data.get("image_url")
     if not isinstance(url, str) or not url.strip():
         problems.append(f"image_url: expected a URL or path, got {url!r}")
+    problems += syntax_problems("", data.get("mounts", []))
     return problems
 
 
@@ -168,13 +166,24 @@ def validate_instance(data: dict[str, Any], host: HostFacts) -> list[str]:
         for key in ("version", "sha256", "iso"):
             if not isinstance(image.get(key), str) or not image.get(key):
                 problems.append(f"image.{key}: missing or not a string")
-    mounts = data.get("mounts", [])
-    for i, mount in enumerate(mounts if isinstance(mounts, list) else []):
-        for key in ("host_path", "guest_path"):
-            if not isinstance(mount, dict) or not str(mount.get(key, "")).startswith("/"):
-                problems.append(f"mounts[{i}].{key}: expected an absolute path")
+    problems += _instance_mount_problems(data.get("mounts", []))
     validate_registries(problems, "", data.get("insecure_registries", []), data.get("registry_mirrors", []))
     return problems
+
+
+def _instance_mount_problems(mounts: Any) -> list[str]:
+    """instance.toml's [[mounts]] tables: host_path, guest_path, writable."""
+    if not isinstance(mounts, list):
+        return [f"mounts: expected an array of tables, got {mounts!r}"]
+    problems, parsed = [], []
+    for i, mount in enumerate(mounts):
+        if not isinstance(mount, dict) or not all(isinstance(mount.get(k), str) for k in ("host_path", "guest_path")):
+            problems.append(f"mounts[{i}]: expected host_path and guest_path strings")
+        elif not isinstance(mount.get("writable", True), bool) or set(mount) - {"host_path", "guest_path", "writable"}:
+            problems.append(f"mounts[{i}]: only host_path, guest_path and writable (true/false) are known")
+        else:
+            parsed.append(MountConfig(**mount))
+    return problems + list_problems("", parsed)
 
 
 _REGISTRY_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?$")
@@ -204,13 +213,13 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not valid TOML: {exc}"], source=str(path)) from None
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+def atomic_write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
     """Write via a temp file in the same directory, fsync, rename: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode() if isinstance(text, str) else text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
@@ -250,7 +259,9 @@ def set_global(key: str, raw: str, host: HostFacts | None = None) -> GlobalConfi
     if key not in known:
         raise ConfigError([f"{key}: unknown setting (known: {', '.join(known)})"], source=str(path))
     value: Any = raw
-    if known[key].type in ("int", int):
+    if key == "mounts":  # "~,/data:/data:ro": comma-separated; "" shares nothing by default
+        value = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    elif known[key].type in ("int", int):
         try:
             value = int(raw)
         except ValueError:
@@ -295,24 +306,3 @@ def parse_size_mib(text: str, default_unit: str) -> int:
         raise ConfigError([f"{text!r} is not a size (examples: 2048, 512M, 4G)"], source="options")
     unit = match.group(2) or default_unit
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-
-def parse_mount(text: str) -> MountConfig:
-    """`HOST[:GUEST][:ro]` → MountConfig; GUEST defaults to the same path as on the host
-    (as Lima does), so paths printed in the guest match the Mac's."""
-    parts = text.split(":")
-    writable = True
-    if len(parts) > 1 and parts[-1] in ("ro", "rw"):
-        writable = parts.pop() == "rw"
-    if not 1 <= len(parts) <= 2 or not parts[0]:
-        raise ConfigError([f"--mount {text!r}: use HOST[:GUEST][:ro]"], source="options")
-    host = Path(parts[0]).expanduser().absolute()
-    guest = parts[1] if len(parts) == 2 else str(host)
-    problems = []
-    if not host.is_dir():
-        problems.append(f"--mount {text!r}: {host} is not a directory")
-    if not guest.startswith("/") or any(c.isspace() for c in guest + str(host)):
-        problems.append(f"--mount {text!r}: the guest path must be absolute, without spaces")
-    if problems:
-        raise ConfigError(problems, source="options")
-    return MountConfig(str(host), guest, writable)

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from toolbox import config as cfgmod
+from toolbox import shares
 from toolbox.config import HostFacts, ImageRef, InstanceConfig, MountConfig
 from toolbox.drivers import get_driver
 from toolbox.drivers.base import Driver, Resettable, Suspendable, VMState
@@ -27,6 +28,9 @@ from toolbox.errors import (
     NotSupported, SSHError, ToolboxError,
 )
 from toolbox.lock import instance_lock
+from toolbox.mounts import list_problems as mount_list_problems
+from toolbox.mounts import merge as merge_mounts
+from toolbox.mounts import parse_mounts
 from toolbox.paths import InstancePaths
 from toolbox.state import guest_panicked, load, require, spec_for, vm_status
 
@@ -57,7 +61,8 @@ class InitOptions:
     memory_mib: int | None = None
     disk_size_gib: int | None = None
     accel: str | None = None
-    mounts: list[MountConfig] = field(default_factory=list)
+    mounts: list[MountConfig] = field(default_factory=list)  # added to config.toml's mounts
+    default_mounts: bool = True  # False: share only `mounts`, not config.toml's (the home folder)
     insecure_registries: list[str] = field(default_factory=list)
     registry_mirrors: list[str] = field(default_factory=list)
 
@@ -78,6 +83,11 @@ def _settings(opts: InitOptions, host: HostFacts) -> dict[str, Any]:
         raise ConfigError([p.replace("_mib", "").replace("_gib", "").replace("_", "-") for p in problems],
                           source="options")
     merged["image_url"] = os.environ.get("TOOLBOX_IMAGE_URL") or glob.image_url
+    defaults = parse_mounts(glob.mounts, "config.toml mounts") if opts.default_mounts else []
+    merged["mounts"] = merge_mounts(defaults, opts.mounts)
+    problems = mount_list_problems("--", merged["mounts"])
+    if problems:
+        raise ConfigError(problems, source="options")
     return merged
 
 
@@ -117,11 +127,10 @@ def _write_keys_and_drive(paths: InstancePaths, cfg: InstanceConfig, share_type:
     # half exists only on the config drive (which is 0600 in the 0700 instance directory).
     host = generate_ed25519(f"root@toolbox-{cfg.name}")
     cfgmod.atomic_write(paths.host_pubkey, host.public_openssh.strip() + "\n", mode=0o644)
-    mounts = [(share_type, _mount_tag(m), m.guest_path, m.writable) for m in cfg.mounts]
     drive = ConfigDrive(
         hostname=f"toolbox-{cfg.name}", uid=_guest_id(os.getuid()), gid=_guest_id(os.getgid()),
         authorized_keys=[login.public_openssh.strip()], host_private_key=host.private_openssh,
-        host_public_key=host.public_openssh.strip(), mounts=mounts,
+        host_public_key=host.public_openssh.strip(), mounts=shares.drive_mounts(cfg.mounts, share_type),
         agent=_agent_settings(cfg),
     )
     write_config_drive(paths.cidata, drive)
@@ -143,14 +152,6 @@ def _guest_id(host_id: int) -> int:
     """The uid/gid the guest's login user gets: the host user's (so shared files match),
     except root's: run from a root shell, the guest user must not join the root group."""
     return host_id if host_id != 0 else 1000
-
-
-def _mount_tag(m: MountConfig) -> str:
-    from pathlib import Path
-
-    from toolbox.drivers.base import Mount
-
-    return Mount(Path(m.host_path), Path(m.guest_path), m.writable).tag
 
 
 def image_ref(image: CachedImage) -> ImageRef:
@@ -187,7 +188,7 @@ def init(opts: InitOptions, step: Step = _quiet, progress: ProgressHook | None =
                 name=opts.name, driver=settings["driver"], cpus=settings["cpus"],
                 memory_mib=settings["memory_mib"], disk_size_gib=settings["disk_size_gib"],
                 image=image_ref(image), ssh_port=free_port(), accel=settings["accel"],
-                created=datetime.now(timezone.utc).isoformat(timespec="seconds"), mounts=opts.mounts,
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"), mounts=settings["mounts"],
                 insecure_registries=opts.insecure_registries, registry_mirrors=opts.registry_mirrors,
             )
             step("making keys and the config drive")
@@ -306,7 +307,8 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
     if state is VMState.MISSING:
         raise DriverError(driver.name, f"the hypervisor has no VM for {cfg.name!r}",
                           hint=f"recreate it: toolbox delete -f -n {cfg.name} && toolbox init -n {cfg.name}")
-    if state is VMState.SUSPENDED and isinstance(driver, Suspendable):
+    resumed = state is VMState.SUSPENDED and isinstance(driver, Suspendable)
+    if resumed:
         step("resuming the VM")
         driver.resume(spec)
     elif state is not VMState.RUNNING:
@@ -321,6 +323,8 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
     try:
         step("waiting for the guest agent")
         wait_for_agent(client)
+        if resumed:
+            shares.remount_after_resume(paths, cfg, driver)
         step("starting the host agent")
         _start_host_agent(paths, cfg, client)
     finally:
@@ -396,7 +400,8 @@ def suspend(name: str) -> None:
         if state is not VMState.RUNNING:
             raise InstanceNotRunning(name, state.value)
         _stop_host_agent(paths)
-        driver.suspend(spec)
+        with shares.unmounted_while_saving(paths, cfg, driver):
+            driver.suspend(spec)
 
 
 def resume(name: str, step: Step = _quiet) -> None:

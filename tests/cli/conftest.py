@@ -24,6 +24,9 @@ from toolbox.cli import app
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("TOOLBOX_HOME", str(home))
+    # The user's home is shared by default: a folder of the test's own stands in for it.
+    (tmp_path / "user").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
     monkeypatch.setenv("TOOLBOX_ACCEL", "tcg")
     monkeypatch.delenv("TOOLBOX_IMAGE_URL", raising=False)
     monkeypatch.setitem(drivers.DRIVERS, "qemu", "fake_driver:FakeDriver")

@@ -323,8 +323,10 @@ def test_init_with_mounts(cli: Any, env: Path, server: FileServer, tmp_path: Pat
                  "--manifest-url", f"{server.url}/v1/manifest.json")
     assert result.exit_code == 0, result.output
     mounts = json.loads(cli("info", "--json").output)["mounts"]
-    assert mounts == [{"host": str(share), "guest": str(share), "writable": True},
-                      {"host": str(share), "guest": "/work", "writable": False}]
+    home = str(tmp_path / "user")  # shared by default (the env fixture's $HOME)
+    assert mounts == [{"host": str(share), "guest": "/work", "writable": False},  # parents first
+                      {"host": home, "guest": home, "writable": True},
+                      {"host": str(share), "guest": str(share), "writable": True}]
     bad = cli("init", "-n", "other", "--mount", str(tmp_path / "missing"))
     assert bad.exit_code == 2 and "is not a directory" in bad.output
 

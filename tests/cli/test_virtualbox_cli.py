@@ -37,9 +37,12 @@ def test_init_status_down_delete(cli: Any, server: FileServer, env: Path, fake_v
     assert result.exit_code == 0, result.output
     assert subcommands(fake_vbox) == [
         "showvminfo", "createvm", "modifyvm", "storagectl", "createmedium",
-        "storageattach", "storageattach", "storageattach",
+        "storageattach", "storageattach", "storageattach", "sharedfolder", "setextradata",
     ]  # fmt: skip
     assert registered(fake_vbox) == ["toolbox-vb"]
+    # The home folder (the env fixture's stand-in) is a VirtualBox shared folder.
+    (vm,) = json.loads((fake_vbox / "state.json").read_text())["vms"].values()
+    assert [(f["hostpath"], f["readonly"]) for f in vm["shared"]] == [(str(env.parent / "user"), False)]
     assert (env / "vb" / "disk.vdi").exists()  # the driver's disk format
     assert cli("status", "-n", "vb").output.strip() == "stopped"
     assert cli("down", "-n", "vb").exit_code == 0  # stopping a stopped VM does nothing

@@ -37,7 +37,11 @@ def toolbox_vm(release_server: FileServer, tmp_path_factory: pytest.TempPathFact
     """THE booted VM, shared by every e2e test of the session. Leave it running."""
     home = tmp_path_factory.mktemp("tbhome")
     tb = Toolbox(name="e2e", home=home, server_url=release_server.url, env=toolbox_env(home))
-    tb.run("init", "-n", tb.name, "--memory", "1G", "--manifest-url", f"{release_server.url}/v1/manifest.json")
+    # Shares: the stand-in home folder (the default) and a read-only one (test_shares.py).
+    read_only = tmp_path_factory.mktemp("tbshare-ro")
+    (read_only / "hello").write_text("read-only from the host\n")
+    tb.run("init", "-n", tb.name, "--memory", "1G", "--mount", f"{read_only}:ro",
+           "--manifest-url", f"{release_server.url}/v1/manifest.json")
     try:
         tb.run("up", "-n", tb.name)
         yield tb

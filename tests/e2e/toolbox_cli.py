@@ -58,6 +58,11 @@ class Toolbox:
         """Run a shell command in the guest (as the `toolbox` user; sudo is passwordless)."""
         return self.run("ssh", "-n", self.name, "--", "sh", "-c", command, check=check)
 
+    @property
+    def user_home(self) -> Path:
+        """The folder standing in for the user's home: shared by default (toolbox_env)."""
+        return Path(self.env["HOME"])
+
     def qemu_pid(self) -> int | None:
         try:
             return int((self.instance_dir / "qemu.pid").read_text().strip())
@@ -67,5 +72,9 @@ class Toolbox:
 
 def toolbox_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBOX_") and k != "DOCKER_HOST"}
-    env.update(TOOLBOX_HOME=str(home), TOOLBOX_ACCEL="tcg", PYTHONPATH=str(REPO))
+    # toolbox shares the user's home by default: a folder of the test's own stands in for
+    # it, so no test shares (or writes through the guest into) the real one.
+    user = home.with_name(home.name + "-user")
+    user.mkdir(exist_ok=True)
+    env.update(TOOLBOX_HOME=str(home), TOOLBOX_ACCEL="tcg", PYTHONPATH=str(REPO), HOME=str(user))
     return env

@@ -75,9 +75,9 @@ TCG_XML = """<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" xml
       <target dev="sdb" bus="sata" />
       <readonly />
     </disk>
-    <filesystem type="mount" accessmode="passthrough">
+    <filesystem type="mount" accessmode="squash">
       <source dir="/src/proj" />
-      <target dir="tb85876bec78d3" />
+      <target dir="tb3f0c9be07cc8" />
     </filesystem>
     <serial type="file">
       <source path="/home/u/.toolbox/dev/serial.log" append="on" />
@@ -143,9 +143,9 @@ KVM_PASST_XML = """<domain xmlns:toolbox="https://github.com/toolbox/xmlns/libvi
       <target dev="sdb" bus="sata" />
       <readonly />
     </disk>
-    <filesystem type="mount" accessmode="passthrough">
+    <filesystem type="mount" accessmode="squash">
       <source dir="/src/proj" />
-      <target dir="tb85876bec78d3" />
+      <target dir="tb3f0c9be07cc8" />
     </filesystem>
     <interface type="user">
       <backend type="passt" />
@@ -212,9 +212,9 @@ HVF_XML = """<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" xml
       <target dev="sdb" bus="scsi" />
       <readonly />
     </disk>
-    <filesystem type="mount" accessmode="passthrough">
+    <filesystem type="mount" accessmode="squash">
       <source dir="/src/proj" />
-      <target dir="tb85876bec78d3" />
+      <target dir="tb3f0c9be07cc8" />
       <readonly />
     </filesystem>
     <serial type="file">
@@ -282,3 +282,16 @@ def test_domain_type_follows_the_probed_accelerator(accel: str, expected: str) -
 
 def test_domain_name_is_prefixed() -> None:
     assert domain_name("dev") == "toolbox-dev"
+
+
+def test_each_share_is_a_squashed_9p_export_named_by_its_tag() -> None:
+    """The guest mounts Mount.tag; squash (QEMU's security_model=none) lets a QEMU run
+    as the user create files for a container's root, owned by that user."""
+    facts = HostFacts("qemu", "/usr/bin/qemu-system-x86_64", "qemu-user", None)
+    spec = make_spec("/h", writable=False)
+    fs = ET.fromstring(build_domain_xml(spec, facts)).findall("./devices/filesystem")
+    assert len(fs) == 1
+    assert fs[0].attrib == {"type": "mount", "accessmode": "squash"}
+    assert fs[0].find("source").attrib == {"dir": "/src/proj"}  # type: ignore[union-attr]
+    assert fs[0].find("target").attrib == {"dir": spec.mounts[0].tag}  # type: ignore[union-attr]
+    assert fs[0].find("readonly") is not None

@@ -86,6 +86,7 @@ def test_create_start_stop_delete_command_sequence(vbox_home: Path, spec: VMSpec
         ["storageattach", vm, "--storagectl", "SATA", "--port", "2", "--device", "0", "--type", "hdd",
          "--medium", f"{d}/disk.vdi"],
         ["sharedfolder", "add", vm, "--name", spec.mounts[0].tag, "--hostpath", str(spec.mounts[0].host_path)],
+        ["setextradata", vm, f"VBoxInternal2/SharedFoldersEnableSymlinksCreate/{spec.mounts[0].tag}", "1"],
     ]  # fmt: skip
     assert driver.status(spec).state is VMState.STOPPED
     assert spec.data_disk.exists()
@@ -237,3 +238,42 @@ def test_fake_rejects_what_vboxmanage_rejects(vbox_home: Path) -> None:
         proc = subprocess.run(["VBoxManage", *argv], capture_output=True, text=True)
         assert proc.returncode == 1
         assert proc.stderr.startswith("VBoxManage: error: ")
+
+
+def _fake_vm(home: Path) -> dict:  # type: ignore[type-arg]
+    (vm,) = json.loads((home / "state.json").read_text())["vms"].values()
+    return vm  # type: ignore[no-any-return]
+
+
+def test_shares_read_write_and_read_only_and_changed_while_stopped(vbox_home: Path, spec: VMSpec, tmp_path: Path) -> None:
+    ro = Mount(tmp_path / "ro", Path("/ro"), writable=False)
+    spec = VMSpec(**{**spec.__dict__, "mounts": (spec.mounts[0], ro)})
+    driver = VirtualBoxDriver()
+    driver.create(spec)
+    vm, (rw, _) = "toolbox-dev", spec.mounts
+    shares = [c for c in calls(vbox_home) if c[0] in ("sharedfolder", "setextradata")]
+    assert shares == [
+        ["sharedfolder", "add", vm, "--name", rw.tag, "--hostpath", str(rw.host_path)],
+        ["setextradata", vm, f"VBoxInternal2/SharedFoldersEnableSymlinksCreate/{rw.tag}", "1"],
+        ["sharedfolder", "add", vm, "--name", ro.tag, "--hostpath", str(ro.host_path), "--readonly"],
+    ]  # fmt: skip
+    assert [(f["name"], f["readonly"]) for f in _fake_vm(vbox_home)["shared"]] == [(rw.tag, False), (ro.tag, True)]
+    # A new set while stopped: the old folders go, the new come (a documented re-init path).
+    data = Mount(tmp_path / "data", Path("/data"))
+    driver.reconfigure(VMSpec(**{**spec.__dict__, "mounts": (data,)}))
+    assert [f["name"] for f in _fake_vm(vbox_home)["shared"]] == [data.tag]
+    assert ["sharedfolder", "remove", vm, "--name", ro.tag] in calls(vbox_home)
+    driver.start(spec)
+    with pytest.raises(DriverError, match="stop it before changing"):
+        driver.reconfigure(spec)
+
+
+def test_fake_refuses_a_permanent_share_on_a_running_vm(vbox_home: Path, spec: VMSpec, tmp_path: Path) -> None:
+    """As VirtualBox documents: only a --transient share can be added to a running VM."""
+    driver = VirtualBoxDriver()
+    driver.create(spec)
+    driver.start(spec)
+    argv = ["VBoxManage", "sharedfolder", "add", "toolbox-dev", "--name", "x", "--hostpath", str(tmp_path)]
+    refused = subprocess.run(argv, capture_output=True, text=True)
+    assert refused.returncode == 1 and "already locked for a session" in refused.stderr
+    assert subprocess.run([*argv, "--transient"], capture_output=True, text=True).returncode == 0

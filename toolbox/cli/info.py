@@ -42,6 +42,8 @@ def info(
         typer.echo(json.dumps(data, indent=2))
         return
     for key, value in data.items():
+        if key == "mounts":
+            value = [f"{m['host']} → {m['guest']} ({'rw' if m['writable'] else 'ro'})" for m in value]
         if isinstance(value, dict):
             text = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
@@ -227,15 +229,30 @@ def config_validate(name: Annotated[Optional[str], typer.Option("--name", "-n", 
 
 
 @config_app.command("set")
-def config_set(key: str, value: str) -> None:
-    """Change one global default; new instances get it.
+def config_set(
+    key: str, value: str,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Change this (stopped) instance instead.")] = None,
+) -> None:
+    """Change one global default (new instances get it), or with -n an instance's shared
+    folders: `mounts` is a comma-separated list of HOST[:GUEST][:ro], "" for none.
 
-    Example: toolbox config set memory_mib 4096
+    Example: toolbox config set memory_mib 4096; toolbox config set -n dev mounts "~,/data:ro"
     """
     from toolbox import config
 
-    config.set_global(key, value)
-    typer.echo(f"{key} = {value}")
+    if name is None:
+        saved = config.set_global(key, value)
+        typer.echo(f"{key} = {json.dumps(saved.mounts) if key == 'mounts' else value}")
+        return
+    from toolbox import shares
+    from toolbox.errors import ConfigError
+    from toolbox.mounts import parse_list
+
+    if key != "mounts":
+        raise ConfigError([f"{key}: only mounts can change on an instance (others: toolbox config set KEY VALUE)"],
+                          source=f"instance {name!r}")
+    cfg = shares.set_mounts(name, parse_list(value, "mounts"))
+    typer.echo(f"mounts of {name!r} = {json.dumps([m.render() for m in cfg.mounts])}")
 
 
 def register(app: typer.Typer) -> None:

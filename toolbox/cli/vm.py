@@ -40,7 +40,11 @@ def init(
     disk_size: Annotated[Optional[str], typer.Option("--disk-size", help="Data disk: GiB, or with a unit.")] = None,
     driver: Annotated[Optional[str], typer.Option(help="qemu, libvirt or virtualbox.")] = None,
     accel: Annotated[Optional[str], typer.Option(help="auto, hvf, kvm or tcg (also $TOOLBOX_ACCEL).")] = None,
-    mount: Annotated[Optional[list[str]], typer.Option(help="Share a host folder: HOST[:GUEST][:ro] (repeatable).")] = None,
+    mount: Annotated[Optional[list[str]], typer.Option(
+        help="Share a host folder too: HOST[:GUEST][:ro] (repeatable; GUEST defaults to HOST).")] = None,
+    default_mounts: Annotated[bool, typer.Option(
+        "--default-mounts/--no-default-mounts",
+        help="Share config.toml's mounts (default: your home folder, read-write, at the same path).")] = True,
     insecure_registry: Annotated[Optional[list[str]], typer.Option(
         help="A registry the VM reaches over plain HTTP: HOST[:PORT] (repeatable).")] = None,
     registry_mirror: Annotated[Optional[list[str]], typer.Option(
@@ -49,23 +53,30 @@ def init(
 ) -> None:
     """Create an instance: download and verify the image, make keys, create the VM.
 
-    Example: toolbox init --cpus 2 --memory 2G --disk-size 40 --mount ~/src
+    Your home folder is shared read-write at the same path in the VM, so `docker run -v
+    "$PWD":/src` works in any project under it; --mount adds folders, --no-default-mounts
+    leaves the home folder out. Change them later with `toolbox config set -n NAME mounts`.
+
+    Example: toolbox init --cpus 2 --memory 2G --disk-size 40 --mount /opt/data:ro
     """
     from toolbox import instance
     from toolbox.cli.ui import DownloadBar, info, steps
-    from toolbox.config import parse_mount, parse_size_mib
+    from toolbox.config import parse_size_mib
+    from toolbox.mounts import parse_mounts
 
     opts = instance.InitOptions(
         name=name, source=image_source(manifest_url, iso_url, iso, sha256), driver=driver, cpus=cpus,
         memory_mib=parse_size_mib(memory, "m") if memory else None,
         disk_size_gib=parse_size_mib(disk_size, "g") // 1024 if disk_size else None, accel=accel,
-        mounts=[parse_mount(m) for m in mount or []],
+        mounts=parse_mounts(mount or []), default_mounts=default_mounts,
         insecure_registries=insecure_registry or [], registry_mirrors=registry_mirror or [],
     )
     with steps("creating") as step:
         cfg = instance.init(opts, step=step, progress=DownloadBar())
     info(f"[green]Created[/] {name!r}: {cfg.cpus} CPUs, {cfg.memory_mib} MiB, {cfg.disk_size_gib} GiB disk, "
          f"image {cfg.image.version}. Start it with: toolbox up{_suffix(name)}")
+    for m in cfg.mounts:
+        info(f"  shares {m.host_path} at {m.guest_path} ({'read-write' if m.writable else 'read-only'})")
 
 
 def up(

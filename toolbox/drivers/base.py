@@ -33,10 +33,12 @@ class Mount:
 
     @property
     def tag(self) -> str:
-        """A short stable name for the share (9p mount_tag / vboxsf share name)."""
+        """A short stable name for the share (9p mount_tag / vboxsf share name); one host
+        folder may be shared at two guest paths, so both name it."""
         import hashlib
 
-        return "tb" + hashlib.sha256(str(self.host_path).encode()).hexdigest()[:12]
+        key = f"{self.host_path}\0{self.guest_path}"
+        return "tb" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,12 @@ def _disks(devices: ET.Element, spec: VMSpec) -> None:
 
 
 def _filesystems(devices: ET.Element, spec: VMSpec) -> None:
+    """One virtio-9p export per mount, as the QEMU driver makes them. accessmode squash
+    is QEMU's security_model=none: files are created as the user QEMU runs as (the
+    host user), and the chown to the guest's owner is tried but its failure ignored.
+    passthrough would fail every write of a container's root under a non-root QEMU."""
     for mount in spec.mounts:
-        fs = _sub(devices, "filesystem", type="mount", accessmode="passthrough")
+        fs = _sub(devices, "filesystem", type="mount", accessmode="squash")
         _sub(fs, "source", dir=str(mount.host_path))
         _sub(fs, "target", dir=mount.tag)
         if not mount.writable:

@@ -120,8 +120,14 @@ class VirtualBoxDriver:
         if not spec.data_disk.exists():
             self._vbox(vbm.createmedium(spec.data_disk, spec.disk_size_gib), "creating the data disk")
         self._attach(spec, name)
+        self._share(spec, name)
+
+    def _share(self, spec: VMSpec, name: str) -> None:
+        """Permanent shared folders (the VM must be off); the guest mounts each at its path."""
         for mount in spec.mounts:
             self._vbox(vbm.sharedfolder_add(name, mount), f"sharing {mount.host_path}")
+            if mount.writable:
+                self._vbox(vbm.allow_symlinks(name, mount), f"sharing {mount.host_path}")
 
     def _attach(self, spec: VMSpec, name: str) -> None:
         self._vbox(vbm.storageattach(name, vbm.PORT_ISO, "dvddrive", spec.iso), "attaching the boot image")
@@ -139,11 +145,9 @@ class VirtualBoxDriver:
         # Swap the DVDs (a new image on upgrade); the data disk stays where it is.
         self._vbox(vbm.storageattach(name, vbm.PORT_ISO, "dvddrive", spec.iso), "attaching the boot image")
         self._vbox(vbm.storageattach(name, vbm.PORT_CIDATA, "dvddrive", spec.cidata), "attaching the config drive")
-        wanted = {m.tag: m for m in spec.mounts}
         for folder in info.shared_folders:
             self._vbox(vbm.sharedfolder_remove(name, folder.name), f"unsharing {folder.host_path}")
-        for mount in wanted.values():
-            self._vbox(vbm.sharedfolder_add(name, mount), f"sharing {mount.host_path}")
+        self._share(spec, name)
 
     def start(self, spec: VMSpec) -> None:
         info = self._require(spec)

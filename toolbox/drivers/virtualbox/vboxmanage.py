@@ -95,6 +95,12 @@ def sharedfolder_add(name: str, mount: Mount) -> list[str]:
     return argv + ([] if mount.writable else ["--readonly"])
 
 
+def allow_symlinks(name: str, mount: Mount) -> list[str]:
+    # VirtualBox refuses to create symlinks in a shared folder unless the VM's extra data
+    # allows it per share; projects (node_modules/.bin, virtualenvs) need them.
+    return _vbm("setextradata", name, f"VBoxInternal2/SharedFoldersEnableSymlinksCreate/{mount.tag}", "1")
+
+
 def sharedfolder_remove(name: str, tag: str) -> list[str]:
     return _vbm("sharedfolder", "remove", name, "--name", tag)
 

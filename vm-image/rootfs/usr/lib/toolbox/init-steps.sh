@@ -104,32 +104,6 @@ set_user_ids() {
 	USER_IDS="$uid:$gid"
 }
 
-mount_shares() {
-	while read -r type tag path mode; do
-		case "$type" in '' | '#'*) continue ;; esac
-		mkdir -p "$path"
-		case "$type" in
-		9p)
-			modprobe -a -q 9pnet_virtio 9p
-			opts="trans=virtio,version=9p2000.L,msize=512000,$mode"
-			;;
-		vboxsf)
-			modprobe -q vboxsf
-			opts="uid=${USER_IDS%:*},gid=${USER_IDS#*:},$mode"
-			;;
-		*)
-			log "mount $tag: unknown type $type, skipped"
-			continue
-			;;
-		esac
-		if mount -t "$type" -o "$opts" "$tag" "$path"; then
-			log "mounted $type $tag at $path ($mode)"
-		else
-			log "mount $type $tag at $path failed"
-		fi
-	done <"$CIDATA/mounts"
-}
-
 step_identity() {
 	host=toolbox
 	[ -s "$CIDATA/hostname" ] && read -r host <"$CIDATA/hostname"
@@ -159,7 +133,8 @@ step_identity() {
 		keysrc=generated
 	fi
 	log "hostname $host, user toolbox $USER_IDS, host key $keysrc"
-	[ -f "$CIDATA/mounts" ] && mount_shares
+	SHARES_LIB=1 . "$TB/shares"
+	shares_mount
 }
 
 # --- network -------------------------------------------------------------------------
