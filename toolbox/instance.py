@@ -312,6 +312,7 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
         step("resuming the VM")
         driver.resume(spec)
     elif state is not VMState.RUNNING:
+        shares.check_host_folders(cfg)
         _ensure_port(paths, cfg, driver, step)
         step("checking the accelerator")
         spec = spec_for(cfg, paths, driver, accel=_boot_accel(cfg, accel))

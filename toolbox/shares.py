@@ -9,6 +9,7 @@ instance's shares cannot change: `toolbox config set -n NAME mounts ...` wants i
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,20 @@ def drive_mounts(mounts: list[MountConfig], share_type: str) -> list[DriveMount]
         DriveMount(share_type, Mount(Path(m.host_path), Path(m.guest_path), m.writable).tag, m.guest_path, m.writable)
         for m in mounts
     ]
+
+
+def check_host_folders(cfg: InstanceConfig) -> None:
+    """Before a boot: every shared host folder must still be there (the hypervisor would
+    refuse to start with a less helpful message)."""
+    missing = [m.host_path for m in cfg.mounts if not Path(m.host_path).is_dir()]
+    if missing:
+        keep = ",".join(m.render() for m in cfg.mounts if m.host_path not in missing)
+        raise ToolboxError(
+            f"shared folder{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {cfg.name!r} "
+            f"{'are' if len(missing) > 1 else 'is'} gone from the host",
+            hint=f"create {'them' if len(missing) > 1 else 'it'} again, or stop sharing: "
+                 f"toolbox config set -n {cfg.name} mounts {shlex.quote(keep)}",
+        )
 
 
 def set_mounts(name: str, mounts: list[MountConfig]) -> InstanceConfig:

@@ -102,3 +102,15 @@ def _drive_file(cidata: Path, tmp_path: Path, name: str) -> bytes:
     subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(cidata), "-extract", "/", str(out)],
                    check=True, capture_output=True)
     return (out / name).read_bytes()
+
+
+def test_up_with_a_shared_folder_gone_says_what_to_do(cli: Any, env: Path, server: FileServer, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    assert _init(cli, server, "--mount", f"{data}:/data").exit_code == 0
+    data.rmdir()
+    result = cli("up")
+    assert result.exit_code == 1
+    assert f"shared folder {data} of 'default' is gone from the host" in result.output
+    assert f"toolbox config set -n default mounts {tmp_path / 'user'}" in result.output
+    assert json.loads((env / "default" / "fake-vm.json").read_text())["state"] == "stopped"  # never started

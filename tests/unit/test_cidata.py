@@ -68,3 +68,18 @@ def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
     pub.write_text(pair.public_openssh + "\n")
     out = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True)
     assert out.stdout.split()[1] == fingerprint_sha256(pair.public_openssh)
+
+
+def test_replace_mounts_keeps_every_other_file(tmp_path: Path) -> None:
+    from toolbox.cidata import read_files, replace_mounts
+
+    drive = _drive()
+    path = tmp_path / "cidata.iso"
+    write_config_drive(path, drive)
+    replace_mounts(path, [DriveMount("vboxsf", "tbnew", "/Users/me/src", True)])
+    after = read_files(path)
+    before = render_files(drive)
+    assert after.pop("mounts") == (b"vboxsf tbnew /Users/me/src rw\n", 0o644)
+    before.pop("mounts")
+    assert after == before  # the host key (which exists nowhere else) and its mode kept
+    assert path.stat().st_mode & 0o777 == 0o600
