@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Toolbox
+from docker_session import docker_env  # noqa: F401  (a fixture: the docker CLI's environment)
 from registry import registry  # noqa: F401  (the session's registry fixture)
-from test_docker_cli import docker_env  # noqa: F401  (the docker CLI's environment)
 
 pytestmark = pytest.mark.e2e
 
