@@ -53,9 +53,9 @@ def init(
 ) -> None:
     """Create an instance: download and verify the image, make keys, create the VM.
 
-    Your home folder is shared read-write at the same path in the VM, so `docker run -v
-    "$PWD":/src` works in any project under it; --mount adds folders, --no-default-mounts
-    leaves the home folder out. Change them later with `toolbox config set -n NAME mounts`.
+    Your home folder is shared read-write at its own path in the VM (docker run -v "$PWD":/src works under it).
+
+    --mount adds folders, --no-default-mounts leaves config.toml's (home) out; change them with: toolbox config set -n NAME mounts
 
     Example: toolbox init --cpus 2 --memory 2G --disk-size 40 --mount /opt/data:ro
     """
