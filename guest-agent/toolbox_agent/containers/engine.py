@@ -518,6 +518,7 @@ class ContainerEngine:
                     await self._finalize(c)  # exit.json tells the code, or 255 (lost, e.g. a reboot)
                     continue
                 link.started.set()
+                self.mounts.reattach(c)
                 self.links[c.id] = link
                 link.task = asyncio.ensure_future(self._pump(c, link))
             else:

@@ -105,6 +105,12 @@ class ContainerMounts:
             self.stop(c)
             raise InvalidParameter(str(exc)) from None
 
+    def reattach(self, c: Container) -> None:
+        """A container still running after an agent restart: count its volumes as mounted again."""
+        for mp in self.of(c):
+            if mp.type == "volume" and mp.name in self.volumes.volumes:
+                self.volumes.mount(mp.name, c.id, mp.destination, mp.rw, quiet=True)
+
     def stop(self, c: Container) -> None:
         for mp in self.of(c):
             if mp.type == "volume":

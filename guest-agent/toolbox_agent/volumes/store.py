@@ -184,16 +184,19 @@ class VolumeStore:
         return removed, freed
 
     # ---- use by containers -------------------------------------------------------------
-    def mount(self, name: str, container: str, destination: str, rw: bool) -> Path:
-        """The volume is being mounted in a container: mount its options' filesystem if any."""
+    def mount(self, name: str, container: str, destination: str, rw: bool, quiet: bool = False) -> Path:
+        """The volume is being mounted in a container: mount its options' filesystem if any.
+        `quiet`: a running container found again after an agent restart (no event)."""
         vol = self.get(name)
         users = self._mounts.setdefault(name, set())
-        if not users and vol.options:
+        if not users and vol.options and not os.path.ismount(vol.mountpoint):
             try:
                 localmount.mount(vol.options, vol.mountpoint)
             except OSError as exc:
                 raise InvalidVolume(f"error while mounting volume '{vol.mountpoint}': {exc}") from None
         users.add(container)
+        if quiet:
+            return vol.mountpoint
         attrs = {"container": container, "destination": destination, "driver": DRIVER, "propagation": "", "read/write": str(rw).lower()}
         self.events.publish("volume", "mount", name, attrs)
         return vol.mountpoint

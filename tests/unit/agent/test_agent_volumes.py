@@ -5,6 +5,7 @@ config the agent wrote, and from the volume directories on disk)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -181,3 +182,29 @@ def test_cp_into_a_volume_of_a_stopped_container(agent, tmp_path: Path) -> None:
     (mountpoint / "out.txt").write_text("out of the volume\n")
     assert run(agent, "cp", "cpvol:/data/out.txt", str(tmp_path / "out.txt")).returncode == 0
     assert (tmp_path / "out.txt").read_text() == "out of the volume\n"
+
+
+def test_local_driver_options_mount_while_used(tmp_path: Path) -> None:
+    from toolbox_agent.events import EventBus
+    from toolbox_agent.volumes import InvalidVolume, VolumeStore
+
+    events = EventBus()
+    store = VolumeStore(tmp_path / "volumes", events)
+    vol = store.create("ram", options={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
+    with pytest.raises(InvalidVolume, match='create bad: invalid option key: "colour"'):
+        store.create("bad", options={"colour": "red"})
+    store.mount("ram", "c1", "/data", True)
+    store.mount("ram", "c2", "/data", True)
+    try:
+        assert os.path.ismount(vol.mountpoint)
+        store.unmount("ram", "c1")
+        assert os.path.ismount(vol.mountpoint)  # c2 still uses it
+    finally:
+        store.unmount("ram", "c2")
+    assert not os.path.ismount(vol.mountpoint)
+    again = VolumeStore(tmp_path / "volumes", events)  # an agent restart finds it on disk
+    assert again.get("ram").options == {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}
+    again.mount("ram", "c3", "/data", True, quiet=True)  # a container still running: no event
+    assert os.path.ismount(vol.mountpoint) and [e["Action"] for e in events._history if e["Type"] == "volume"].count("mount") == 2
+    again.unmount("ram", "c3")
+    assert not os.path.ismount(vol.mountpoint)
