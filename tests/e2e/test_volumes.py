@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Toolbox
 from registry import RegistryServer, registry  # noqa: F401  (the session's registry fixture)
-from test_docker_cli import docker_cli, docker_env  # noqa: F401  (agent pointed at the registry)
+from docker_session import docker_cli, docker_env  # noqa: F401  (docker_env: a fixture)
 
 pytestmark = pytest.mark.e2e
 IMAGE = "learn/tutorial"
