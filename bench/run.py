@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {  # name -> module; run in this order
     "docker-compare": "docker_compare",  # toolbox's engine vs dockerd, needs vm-image/out-docker
     "ports": "port_forward",  # the host agent's localhost port forward vs ssh -L
     "shared-folder": "shared_folder",  # the shared home folder (9p) vs the guest's disk
+    "network": "network",  # bridge vs loopback throughput, docker run -p vs without
 }
 
 

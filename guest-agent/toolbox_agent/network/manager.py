@@ -116,6 +116,8 @@ class NetworkManager(Catalog):
             self._write_etc(cdir, hostname, "", host_config, etc.resolv_conf(host_config, vm))
             return ""
         async with self.lock:
+            if sb.netns or sb.ports:  # left by a crash between plugging and the runtime
+                await self._unplug(sb)
             await self._plug(sb)
             try:
                 await self._publish_ports(sb, host_config, config)

@@ -182,3 +182,41 @@ def test_dns_server_answers_names_and_forwards_the_rest() -> None:
     assert own.endswith(bytes([172, 18, 0, 7]))
     assert other.endswith(bytes([10, 0, 2, 99]))
     assert struct.unpack_from("!HH", bad)[1] & 0x000F == dns.RCODE_FORMERR
+
+
+def test_an_agent_restart_keeps_addresses_and_ports_a_reboot_frees_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from toolbox_agent.events import EventBus
+    from toolbox_agent.network.manager import NetworkManager
+
+    hc = {"NetworkMode": "default", "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}}
+
+    async def first_life() -> tuple[str | None, int]:
+        nets = NetworkManager(tmp_path / "net", EventBus(), dry=True)
+        await nets.recover()
+        mode, atts = nets.plan(hc, {}, {})
+        nets.configure("c" * 64, "/web", mode, atts)
+        (tmp_path / "c").mkdir()
+        netns = await nets.attach("c" * 64, "/web", "web", hc, {}, tmp_path / "c")
+        port = nets.published()[0]["host_port"]
+        for m in nets.sandboxes["c" * 64].ports:
+            nets.reservations.release(m)  # the agent process ends: its sockets close
+        return netns, port
+
+    async def second_life(netns_survived: bool) -> tuple[list[dict[str, object]], str, list[tuple[str, ...]]]:
+        nets = NetworkManager(tmp_path / "net", EventBus(), dry=True)
+        nets.kernel.netns_exists = lambda path: netns_survived  # type: ignore[method-assign]
+        await nets.recover()
+        published = nets.published()
+        ip = nets.sandboxes["c" * 64].attachments[nets.get("bridge").id].ip
+        for m in nets.sandboxes["c" * 64].ports:
+            nets.reservations.release(m)
+        return published, ip, nets.kernel.calls
+
+    netns, port = asyncio.run(first_life())
+    assert netns == "/run/netns/tb-cccccccccccc"
+    published, ip, calls = asyncio.run(second_life(True))
+    assert published == [{"container": "c" * 64, "proto": "tcp", "host_ip": "127.0.0.1", "host_port": port, "container_port": 80}]
+    assert ip == "172.17.0.2" and not any("netns del" in c[-1] for c in calls)
+    assert f"ip daddr 127.0.0.1 tcp dport {port} dnat to 172.17.0.2:80" in calls[-1][-1]
+    published, ip, calls = asyncio.run(second_life(False))  # after a reboot /run/netns is empty
+    assert published == [] and ip == "" and any("netns del tb-cccccccccccc" in c[-1] for c in calls)
