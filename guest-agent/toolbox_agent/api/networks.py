@@ -5,12 +5,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 
+from toolbox_agent.api import shapes
 from toolbox_agent.api.args import parse_time
 from toolbox_agent.containers.engine import ContainerEngine
 from toolbox_agent.containers.errors import NoSuchContainer
 from toolbox_agent.http import ApiError, Request, Response, Route, empty_response, json_response
 from toolbox_agent.network.errors import NetworkError
 from toolbox_agent.network.views import network_doc
+
+
+ENDPOINT: shapes.Shape = {"Aliases": shapes.STRINGS, "IPAMConfig": {"IPv4Address": "string"}}
+CREATE: shapes.Shape = {
+    "Name": "string", "Driver": "string", "Internal": "bool", "Attachable": "bool", "Labels": shapes.STR_MAP,
+    "Options": shapes.STR_MAP, "IPAM": {"Driver": "string", "Config": [{"Subnet": "string", "Gateway": "string"}]},
+}  # fmt: skip
+CONNECT: shapes.Shape = {"Container": "string", "EndpointConfig": ENDPOINT, "Force": "bool"}
 
 
 def network_errors(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -40,7 +49,9 @@ def routes(engine: ContainerEngine) -> list[Route]:
 
     @network_errors
     async def create(req: Request) -> Response:
-        net = await nets.create(req.json_object())
+        body = req.json_object()
+        shapes.check(body, CREATE, "CreateRequest")
+        net = await nets.create(body)
         return json_response({"Id": net.id, "Warning": ""}, 201)
 
     @network_errors
@@ -51,6 +62,7 @@ def routes(engine: ContainerEngine) -> list[Route]:
     @network_errors
     async def connect(req: Request) -> Response:
         body = req.json_object()
+        shapes.check(body, CONNECT, "ConnectOptions")
         c = engine.get(str(body.get("Container") or ""))
         await nets.connect(req.path_params["id"], c.id, body.get("EndpointConfig") or {})
         return empty_response(200)
@@ -58,6 +70,7 @@ def routes(engine: ContainerEngine) -> list[Route]:
     @network_errors
     async def disconnect(req: Request) -> Response:
         body = req.json_object()
+        shapes.check(body, CONNECT, "DisconnectOptions")
         c = engine.get(str(body.get("Container") or ""))
         await nets.disconnect(req.path_params["id"], c.id, bool(body.get("Force")))
         return empty_response(200)

@@ -38,7 +38,7 @@ CONFIG: Shape = {
     "StopTimeout": "int", "Tty": "bool", "OpenStdin": "bool", "StdinOnce": "bool", "AttachStdin": "bool",
     "AttachStdout": "bool", "AttachStderr": "bool", "ExposedPorts": {"*": {}}, "Volumes": {"*": {}},
     "Healthcheck": {"Test": STRINGS, "Interval": "int64", "Timeout": "int64", "Retries": "int"},
-    "HostConfig": HOST_CONFIG, "NetworkingConfig": {"EndpointsConfig": {"*": {"Aliases": STRINGS}}},
+    "HostConfig": HOST_CONFIG, "NetworkingConfig": {"EndpointsConfig": {"*": {"Aliases": STRINGS, "IPAMConfig": {"IPv4Address": "string"}}}},
 }  # fmt: skip
 EXEC_CONFIG: Shape = {
     "Cmd": STRINGS, "Env": STRINGS, "User": "string", "WorkingDir": "string", "Tty": "bool", "Privileged": "bool",
