@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import Toolbox
 from registry import Entry, RegistryServer, busybox_layer, make_image, push, registry, tar_layer  # noqa: F401
-from test_docker_cli import docker_cli, docker_env  # noqa: F401  (the module's docker environment)
+from docker_session import docker_cli, docker_env  # noqa: F401  (docker_env: a fixture)
 
 pytestmark = pytest.mark.e2e
 WEB_IMAGE = "learn/tutorial"
