@@ -21,6 +21,7 @@ from toolbox_agent.containers.frames import docker_frame
 from toolbox_agent.containers.logs import read_entries, stream_entries
 from toolbox_agent.containers.runtime import run_command
 from toolbox_agent.containers.stdio import Session
+from toolbox_agent.containers.volumemounts import ReadOnlyTarget
 from toolbox_agent.network.errors import NetworkError
 from toolbox_agent.http import ApiError, Hijack, Request, Response, Route, empty_response, json_response
 
@@ -244,6 +245,10 @@ def routes(engine: ContainerEngine) -> list[Route]:
     @engine_errors
     async def archive_put(req: Request) -> Response:
         path = _archive_path(req)
+        try:
+            engine.mounts.check_writable(engine.get(req.path_params["id"]), path)
+        except ReadOnlyTarget as exc:
+            raise ApiError(500, str(exc)) from None
         async with engine.rootfs(req.path_params["id"]) as root:
             try:
                 await asyncio.get_running_loop().run_in_executor(None, archive.extract, root, path, req.body)

@@ -8,6 +8,7 @@ import ctypes
 import json
 import logging
 import os
+import posixpath
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,6 +25,10 @@ log = logging.getLogger("toolbox_agent.containers")
 MOUNTS_FILE = "mounts.json"
 MS_BIND, MS_REC, MNT_DETACH = 4096, 16384, 2
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+class ReadOnlyTarget(Exception):
+    """`docker cp` into a read-only volume or root filesystem (Docker answers it with a 500)."""
 
 
 class ContainerMounts:
@@ -130,6 +135,17 @@ class ContainerMounts:
                     self.volumes.remove(vol.name)
                 except VolumeInUse:
                     pass  # shared by --volumes-from: the last user's removal takes it
+
+    def check_writable(self, c: Container, path: str) -> None:
+        """Docker's check before `docker cp` writes at path: the mount it falls in (the deepest),
+        else the root filesystem, must be writable."""
+        target = posixpath.normpath(posixpath.join("/", path))
+        inside = [mp for mp in self.of(c) if target == mp.destination or target.startswith(mp.destination.rstrip("/") + "/")]
+        if inside:
+            if not max(inside, key=lambda mp: len(mp.destination)).rw:
+                raise ReadOnlyTarget("mounted volume is marked read-only")
+        elif c.host_config.get("ReadonlyRootfs"):
+            raise ReadOnlyTarget("container rootfs is marked read-only")
 
     def paths(self, c: Container) -> list[tuple[str, str]]:
         """(destination, host source) of the binds and volumes, for `docker cp` of a stopped container."""

@@ -208,3 +208,14 @@ def test_local_driver_options_mount_while_used(tmp_path: Path) -> None:
     assert os.path.ismount(vol.mountpoint) and [e["Action"] for e in events._history if e["Type"] == "volume"].count("mount") == 2
     again.unmount("ram", "c3")
     assert not os.path.ismount(vol.mountpoint)
+
+
+def test_cp_into_read_only_volume_or_rootfs_is_refused(agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "f.txt"
+    src.write_text("x\n")
+    assert run(agent, "create", "--name", "rocp", "--read-only", "-v", "rovol:/ro:ro", "-v", "rwvol:/rw", "fake", "true").returncode == 0
+    out = run(agent, "cp", str(src), "rocp:/ro/")
+    assert out.returncode == 1 and "mounted volume is marked read-only" in out.stderr
+    out = run(agent, "cp", str(src), "rocp:/etc/")
+    assert out.returncode == 1 and "container rootfs is marked read-only" in out.stderr
+    assert run(agent, "cp", str(src), "rocp:/rw/").returncode == 0
