@@ -7,14 +7,15 @@
 # (dockerd, containerd, runc; packages-docker.txt), in vm-image/out-docker/, for benchmarks.
 # Finished builds are cached by a hash of their inputs in
 # ${TOOLBOX_BUILD_CACHE:-$HOME/.cache/toolbox/images}/<hash>/; a cached build is copied.
+# TOOLBOX_IMAGE_OUT replaces the output directory (check-reproducible.sh builds twice).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 VARIANT=${VARIANT:-}
 case "$VARIANT" in
-'') OUT=$HERE/out ;;
-docker) OUT=$HERE/out-docker ;;
+'') OUT=${TOOLBOX_IMAGE_OUT:-$HERE/out} ;;
+docker) OUT=${TOOLBOX_IMAGE_OUT:-$HERE/out-docker} ;;
 *)
 	echo "unknown VARIANT '$VARIANT' (known: docker)" >&2
 	exit 2
@@ -37,7 +38,7 @@ log() { printf '[vm-image %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 ensure_tools() {
 	local need=() pair
 	for pair in mmdebstrap:mmdebstrap mksquashfs:squashfs-tools xorriso:xorriso \
-		grub-mkrescue:grub-common mformat:mtools cpio:cpio zstd:zstd xz:xz-utils \
+		grub-mkimage:grub-common mformat:mtools cpio:cpio zstd:zstd xz:xz-utils \
 		python3:python3; do
 		command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 	done
