@@ -13,6 +13,7 @@ from toolbox_agent.api import system as system_api
 from toolbox_agent.api import udp as udp_api
 from toolbox_agent.events import EventBus
 from toolbox_agent.http import Route, Router, Server
+from toolbox_agent.lean import ssl_hidden
 from toolbox_agent.settings import Settings, load_settings
 
 log = logging.getLogger("toolbox_agent")
@@ -98,7 +99,9 @@ async def start(agent: Agent) -> asyncio.AbstractServer:
 
 
 async def serve(settings: Settings) -> None:
-    srv = await start(build_agent(settings))
+    with ssl_hidden():  # the parts' modules import without ssl (lean.py)
+        agent = build_agent(settings)
+    srv = await start(agent)
     log.info("serving the Docker API on %s (state in %s)", settings.socket, settings.root)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 
 def go_arch() -> str:
-    machine = platform.machine()
+    machine = os.uname().machine
     return _GOARCH.get(machine, machine)
 
 
 def kernel_version() -> str:
-    return platform.release()
+    return os.uname().release
 
 
 def operating_system() -> str:

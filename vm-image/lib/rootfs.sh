@@ -97,8 +97,10 @@ agent_readahead() { # ROOT
 	local root=$1
 	chroot "$root" env PYTHONPATH=/usr/lib/toolbox/agent python3 -c '
 import importlib.util, sys
-import toolbox_agent.app, toolbox_agent.api.images, toolbox_agent.images
-import toolbox_agent.api.containers, toolbox_agent.api.exec, toolbox_agent.containers.engine
+from toolbox_agent.lean import ssl_hidden
+with ssl_hidden():  # as the agent imports them (lean.py)
+    import toolbox_agent.app, toolbox_agent.api.images, toolbox_agent.images
+    import toolbox_agent.api.containers, toolbox_agent.api.exec, toolbox_agent.containers.engine
 files = set()
 for m in list(sys.modules.values()):
     f = getattr(m, "__file__", None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,12 @@ _NOUNS = ["babbage", "curie", "darwin", "euler", "fermat", "gauss", "hopper", "l
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()  # not secrets: it loads libcrypto (hmac), ~4 MB of RSS
 
 
 def random_name() -> str:
-    return f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+    pick = random.SystemRandom().choice
+    return f"{pick(_ADJECTIVES)}_{pick(_NOUNS)}"
 
 
 @dataclass

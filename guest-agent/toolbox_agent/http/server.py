@@ -22,11 +22,13 @@ import h11
 
 from toolbox_agent.http.routing import Router, split_version
 from toolbox_agent.http.types import ApiError, Hijack, Request, Response, error_response
+from toolbox_agent.lean import trim_heap
 
 log = logging.getLogger("toolbox_agent.http")
 
 MAX_BODY = 16 * 1024 * 1024 * 1024
 READ_SIZE = 256 * 1024
+TRIM_AFTER_S = 2.0  # quiet time after a connection ends before freed heap goes back
 
 
 class _ClientGone(Exception):
@@ -38,6 +40,8 @@ class Server:
         self.router = router
         self.common_headers = common_headers or {}
         self._server: asyncio.AbstractServer | None = None
+        self._trim: asyncio.TimerHandle | None = None
+        self._last_end = 0.0
 
     async def start_unix(self, path: str, mode: int = 0o660) -> asyncio.AbstractServer:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -73,6 +77,25 @@ class Server:
             log.exception("connection handler failed")
         finally:
             writer.close()
+            self._trim_when_quiet()
+
+    def _trim_when_quiet(self) -> None:
+        """A pull or a load leaves megabytes of freed heap that glibc keeps: hand it back
+        once no connection has ended for TRIM_AFTER_S. One timer at a time, not one per
+        connection (a busy client would fill the loop's heap with cancelled ones)."""
+        loop = asyncio.get_running_loop()
+        self._last_end = loop.time()
+        if self._trim is None:
+            self._trim = loop.call_later(TRIM_AFTER_S, self._trim_if_quiet)
+
+    def _trim_if_quiet(self) -> None:
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_end
+        if quiet < TRIM_AFTER_S:
+            self._trim = loop.call_later(TRIM_AFTER_S - quiet, self._trim_if_quiet)
+            return
+        self._trim = None
+        trim_heap()
 
     async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Request | None:
         head: h11.Request | None = None
@@ -129,10 +152,13 @@ class Server:
         if isinstance(body, bytes):
             if response.status not in (204, 304):
                 headers["Content-Length"] = str(len(body))
-            writer.write(conn.send(h11.Response(status_code=response.status, headers=self._headers(headers), reason=_reason(response.status))))
+            # One write for head, body and end: each write is a send(2), and through sshd
+            # often an SSH packet of its own (docker ps waited for three).
+            parts = [conn.send(h11.Response(status_code=response.status, headers=self._headers(headers), reason=_reason(response.status)))]
             if body and not head_only:
-                writer.write(conn.send(h11.Data(data=body)))
-            writer.write(conn.send(h11.EndOfMessage()))
+                parts.append(conn.send(h11.Data(data=body)))
+            parts.append(conn.send(h11.EndOfMessage()))
+            writer.writelines(part for part in parts if part)
             await writer.drain()
             return
         writer.write(conn.send(h11.Response(status_code=response.status, headers=self._headers(headers), reason=_reason(response.status))))

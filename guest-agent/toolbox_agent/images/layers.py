@@ -10,20 +10,20 @@ stream is the layer's diff_id, checked by the caller against the image config.
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import os
 import posixpath
 import shutil
 import stat
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import ImageError
+
+if TYPE_CHECKING:  # gzip, hashlib and tarfile load on a layer's first use (lean.py)
+    import tarfile
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -48,6 +48,8 @@ class HashingReader:
     """A read-only file object that hashes and counts what passes through it."""
 
     def __init__(self, raw: BinaryIO) -> None:
+        import hashlib
+
         self.raw = raw
         self.hash = hashlib.sha256()
         self.count = 0
@@ -78,6 +80,8 @@ def open_uncompressed(path: Path) -> Iterator[BinaryIO]:
     """The layer's tar stream, whatever its compression (zstd through the `zstd` binary)."""
     kind = compression_of(path)
     if kind == "gzip":
+        import gzip
+
         with gzip.open(path, "rb") as f:
             yield f  # type: ignore[misc]
     elif kind == "zstd":
@@ -115,6 +119,8 @@ def hash_tar(blob: Path) -> LayerInfo:
 
 def extract_tar(stream: HashingReader | BinaryIO, dest: Path) -> int:
     """Extract a tar stream into the empty directory dest; returns the bytes of file content."""
+    import tarfile
+
     ex = _Extractor(str(dest))
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]

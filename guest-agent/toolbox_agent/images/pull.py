@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import shutil
 import time
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 
 def guest_platform() -> tuple[str, str, str]:
     """(os, architecture, variant) in OCI terms."""
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()
     variant = {"armv7l": "v7", "armv6l": "v6", "aarch64": "v8"}.get(machine, "")
     return "linux", _ARCH.get(machine, machine), variant
 

@@ -10,8 +10,6 @@ host), and insecure registries (HTTPS without verification, then plain HTTP, lik
 from __future__ import annotations
 
 import base64
-import hashlib
-import http.client
 import ipaddress
 import json
 import re
@@ -22,7 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
+from toolbox_agent.lean import ssl_hidden
+
 from .errors import DigestMismatch, RegistryError
+
+with ssl_hidden():  # no ssl until a registry speaks HTTPS (_HTTPSConnection, lean.py)
+    import http.client
 
 if TYPE_CHECKING:
     import ssl
@@ -84,6 +87,8 @@ def is_insecure(host: str, insecure_registries: list[str]) -> bool:
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib  # libcrypto: loaded on a pull, not by an idle agent
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -100,6 +105,21 @@ def _read(resp: http.client.HTTPResponse, digest: str) -> bytes:
         return resp.read(CHUNK)
     except (OSError, http.client.HTTPException) as exc:
         raise RegistryError(f"error pulling blob {digest}: {exc or type(exc).__name__}") from exc
+
+
+class _HTTPSConnection(http.client.HTTPConnection):
+    """HTTPS by hand: the agent imports http.client without ssl (lean.py), so it has no
+    HTTPSConnection; this one wraps the socket with the context on connect."""
+
+    default_port = http.client.HTTPS_PORT
+
+    def __init__(self, netloc: str, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(netloc, timeout=timeout)
+        self._context = context
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
 
 
 class RegistryClient:
@@ -151,7 +171,7 @@ class RegistryClient:
     def _connect(self, ep: Endpoint) -> http.client.HTTPConnection:
         if ep.scheme == "http":
             return http.client.HTTPConnection(ep.netloc, timeout=TIMEOUT)
-        return http.client.HTTPSConnection(ep.netloc, timeout=TIMEOUT, context=self._tls(ep.verify))
+        return _HTTPSConnection(ep.netloc, TIMEOUT, self._tls(ep.verify))
 
     def _tls(self, verify: bool) -> ssl.SSLContext:
         """One context per mode, made on first use (ssl costs memory an idle agent need not pay)."""
@@ -302,6 +322,8 @@ class RegistryClient:
         algo, _, want = digest.partition(":")
         if algo != "sha256":
             raise RegistryError(f"unsupported digest algorithm {algo}")
+        import hashlib
+
         resp = self.open(host, f"/v2/{repo}/blobs/{digest}", f"repository:{repo}:pull", creds)
         h = hashlib.sha256()
         done = 0

@@ -8,12 +8,16 @@ in for Docker Hub (as they do for pulls), so an offline VM never reaches out to 
 from __future__ import annotations
 
 import asyncio
-import http.client
 from typing import TYPE_CHECKING, Any
+
+from toolbox_agent.lean import ssl_hidden
 
 from . import reference as refs
 from .errors import RegistryError
 from .pull import credentials, mirror_hosts
+
+with ssl_hidden():  # as in registry.py
+    import http.client
 
 if TYPE_CHECKING:
     from .store import ImageStore

@@ -163,3 +163,25 @@ def test_time_arguments_take_unix_seconds_or_rfc3339(agent) -> None:  # type: ig
     assert bad.status_code == 400
     assert bad.json() == {"message": "invalid value for since: 'yesterday'"}
     assert bad.headers["Content-Type"] == "application/json"
+
+
+def test_heap_is_trimmed_once_after_a_burst_goes_quiet(toy_server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from toolbox_agent.http import server as server_module
+
+    trims: list[float] = []
+    monkeypatch.setattr(server_module, "TRIM_AFTER_S", 1.0)
+    monkeypatch.setattr(server_module, "trim_heap", lambda: trims.append(time.monotonic()))
+    for i in range(5):  # a burst: each connection's end restarts the quiet time
+        if i:
+            time.sleep(0.05)
+        assert _raw(toy_server, b"GET /v1.44/boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        last_end = time.monotonic()  # the server's end of it came just before
+    assert trims == []  # never during the burst (0.05 s gaps, well under 1 s)
+    deadline = last_end + 5
+    while not trims and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert len(trims) == 1, trims
+    assert trims[0] - last_end >= 1.0 - 0.05  # after the quiet time, counted from the last end

@@ -1,0 +1,107 @@
+"""The agent starts without ssl and libcrypto (lean.py) and still pulls over HTTPS.
+
+Each check runs the agent's imports in a fresh interpreter, as `python3 -m toolbox_agent`
+does in the VM, since this test process has ssl loaded long ago.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+AGENT_SRC = Path(__file__).resolve().parents[3] / "guest-agent"
+
+# The agent's start-up (its modules imported and every part built, as app.serve does),
+# then which of ssl/libcrypto's modules are loaded (and whether the pull and search
+# modules bring ssl), then one HTTPS round trip to the registry in argv[1] through the
+# image store's registry client.
+CHILD = """
+import json, sys
+from toolbox_agent.lean import ssl_hidden, trim_heap
+with ssl_hidden():
+    from toolbox_agent import app
+    from toolbox_agent.settings import load_settings
+    app.build_agent(load_settings())
+idle = sorted(m for m in ("ssl", "_ssl", "_hashlib", "hashlib") if sys.modules.get(m) is not None)
+trim_heap()
+from toolbox_agent.images import pull, search  # what a pull and a search import
+from toolbox_agent.images.registry import RegistryClient
+idle += sorted(m for m in ("ssl", "_ssl") if sys.modules.get(m) is not None)
+ep = RegistryClient([sys.argv[1]]).endpoint(sys.argv[1])
+print(json.dumps({"idle": idle, "scheme": ep.scheme, "verify": ep.verify, "ssl_after": "ssl" in sys.modules}))
+"""
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class _V2(http.server.BaseHTTPRequestHandler):
+    paths: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.paths.append(self.path)
+        body = b"{}" if self.path == "/v2/" else b'{"errors": []}'
+        self.send_response(200 if self.path == "/v2/" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def tls_registry(tmp_path: Path) -> Iterator[str]:
+    """A registry's /v2/ over HTTPS (self-signed) on 127.0.0.1; yields host:port."""
+    cert, key = _self_signed(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _V2)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _V2.paths = []
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_idle_agent_has_no_ssl_or_libcrypto_yet_reaches_an_https_registry(tmp_path: Path, tls_registry: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(AGENT_SRC), "TOOLBOX_AGENT_ROOT": str(tmp_path / "root"),
+           "TOOLBOX_AGENT_SOCKET": str(tmp_path / "docker.sock"), "TOOLBOX_AGENT_SETTINGS": str(tmp_path / "none.json")}
+    proc = subprocess.run([sys.executable, "-c", CHILD, tls_registry], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["idle"] == [], f"loaded at start: {got['idle']}"
+    # an insecure registry is tried over HTTPS first (unverified): it answered there
+    assert (got["scheme"], got["verify"], got["ssl_after"]) == ("https", False, True)
+    assert _V2.paths == ["/v2/"]
