@@ -97,6 +97,26 @@ def _hvf_supported() -> bool:
     return out.stdout.strip() == "1"
 
 
+def known_accel(arch: str) -> str | None:
+    """What "auto" resolves to on this host, without probing (for `toolbox info`):
+    hvf or tcg where no probe is needed, the cached probe's verdict on Linux with
+    /dev/kvm, None when the probe has not run yet (the next `toolbox up` runs it)."""
+    host_os = platform.system()
+    if not same_arch(arch, platform.machine()) or host_os not in ("Darwin", "Linux"):
+        return "tcg"
+    if host_os == "Darwin":
+        return "hvf" if _hvf_supported() else "tcg"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    binary = shutil.which(qemu_binary(arch))
+    if binary is None:
+        return None
+    cached = _read_cache()
+    if cached.get("key") == _cache_key(arch, Path(binary)) and cached.get("accel") in ("kvm", "tcg"):
+        return str(cached["accel"])
+    return None
+
+
 def _cached_kvm_verdict(arch: str) -> str:
     """The probe's verdict for this host, from the cache when its key still matches."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):

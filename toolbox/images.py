@@ -388,3 +388,44 @@ def ensure_cached(resolved: ResolvedImage, progress: ProgressHook | None = None)
         raise
     cmdline = boot["cmdline.txt"].read_text().strip() if "cmdline.txt" in boot else resolved.cmdline
     return CachedImage(resolved, iso, boot.get("vmlinuz"), boot.get("initrd.img"), cmdline)
+
+
+# --- cache listing and pruning (`toolbox cache ls|prune`) ---------------------------
+
+PARTIAL_GRACE_S = 3600.0  # an unfinished download younger than this may still be running
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    sha256: str
+    path: Path
+    size: int  # bytes on disk: the ISO (or its .part) and the boot files read from it
+    complete: bool  # the verified ISO is there; else an unfinished download
+    mtime: float  # the newest file's
+
+
+def cache_entries() -> list[CacheEntry]:
+    """Every cache/<sha256>/ directory (nothing else in the cache is touched)."""
+    root = cache_dir()
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or not SHA256_RE.match(entry.name):
+            continue
+        stats = [f.stat() for f in entry.iterdir() if f.is_file()]
+        found.append(CacheEntry(entry.name, entry, sum(s.st_size for s in stats), (entry / ISO_NAME).is_file(),
+                                max((s.st_mtime for s in stats), default=entry.stat().st_mtime)))
+    return found
+
+
+def prunable(entries: list[CacheEntry], in_use: set[str], now: float | None = None) -> list[CacheEntry]:
+    """The entries no instance boots, minus unfinished downloads that may still be running."""
+    now = time.time() if now is None else now
+    return [e for e in entries if e.sha256 not in in_use and (e.complete or now - e.mtime > PARTIAL_GRACE_S)]
+
+
+def remove_entry(entry: CacheEntry) -> None:
+    import shutil
+
+    shutil.rmtree(entry.path)

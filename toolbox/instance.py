@@ -44,6 +44,7 @@ Step = Callable[[str], None]  # tells the user what is happening now (the CLI's 
 GUEST_DOCKER_SOCKET = "/run/toolbox/docker.sock"
 BOOT_TIMEOUT = float(os.environ.get("TOOLBOX_BOOT_TIMEOUT", "240"))  # TCG boots are slow
 AGENT_TIMEOUT = 90.0
+AGENT_POLL = 0.2  # seconds between /_ping tries: each is one channel on the open SSH connection
 UP_LOCK_TIMEOUT = BOOT_TIMEOUT + AGENT_TIMEOUT + 30.0  # a concurrent boot, to its end
 STOP_TIMEOUT = 30.0
 
@@ -276,7 +277,7 @@ def wait_for_agent(client: paramiko.SSHClient, timeout: float = AGENT_TIMEOUT) -
             last = f"HTTP {code}"
         except SSHError as exc:
             last = exc.message
-        time.sleep(0.5)
+        time.sleep(AGENT_POLL)
     raise GuestTimeout(f"the guest agent did not answer /_ping within {timeout:g} s ({last})",
                        hint="look inside with: toolbox ssh -- sudo journalctl -b, or toolbox logs")
 
@@ -318,6 +319,7 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
         spec = spec_for(cfg, paths, driver, accel=_boot_accel(cfg, accel))
         step(f"starting the VM ({driver.name}, {spec.accel})")
         driver.start(spec)
+        paths.booted_accel.write_text(spec.accel + "\n")  # what `toolbox info` shows
     step(f"waiting for SSH on 127.0.0.1:{cfg.ssh_port}")
     client = ssh.wait_for_ssh("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey,
                               BOOT_TIMEOUT, alive=_alive_check(paths, cfg, driver, log_start))

@@ -91,6 +91,10 @@ class InstancePaths:
         return self.root / "serial.log"
 
     @property
+    def booted_accel(self) -> Path:  # the accelerator of the last boot (hvf, kvm or tcg)
+        return self.root / "accel"
+
+    @property
     def qemu_pid(self) -> Path:  # qemu driver: the daemonized QEMU's pid
         return self.root / "qemu.pid"
 

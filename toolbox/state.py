@@ -165,7 +165,8 @@ def info(name: str) -> dict[str, Any]:
         "cpus": cfg.cpus,
         "memory_mib": cfg.memory_mib,
         "disk_size_gib": cfg.disk_size_gib,
-        "accel": cfg.accel,
+        "accel": _accel_in_use(paths, cfg, st.state),
+        "accel_setting": cfg.accel,
         "image": {"version": cfg.image.version, "sha256": cfg.image.sha256, "source": cfg.image.source,
                   "arch": cfg.image.arch},
         "ssh": {"host": "127.0.0.1", "port": cfg.ssh_port, "user": "toolbox", "identity_file": str(paths.ssh_key)},
@@ -174,6 +175,21 @@ def info(name: str) -> dict[str, Any]:
         "dir": str(paths.root),
         "created": cfg.created,
     }
+
+
+def _accel_in_use(paths: InstancePaths, cfg: InstanceConfig, state: str) -> str:
+    """The accelerator the running VM was booted with; when stopped, the one the next
+    boot takes ("auto" resolved from the probe's cache, never by probing here)."""
+    if state in ("running", "starting", "suspended"):
+        try:
+            return paths.booted_accel.read_text().strip() or cfg.accel
+        except OSError:
+            pass
+    if cfg.accel != "auto":
+        return cfg.accel
+    from toolbox.accel import known_accel
+
+    return known_accel(cfg.image.arch) or "auto (probed at the next up)"
 
 
 def ip(name: str) -> str:
@@ -201,3 +217,13 @@ def list_instances() -> list[InstanceStatus]:
         except ToolboxError as exc:
             out.append(InstanceStatus(name, "broken", [exc.message]))
     return out
+
+
+def images_in_use() -> dict[str, list[str]]:
+    """sha256 of each cached image an instance boots -> the instances' names. An instance
+    whose config cannot be read stops the answer (ConfigError): pruning must not guess."""
+    used: dict[str, list[str]] = {}
+    for name in names():
+        _, cfg = load(name)
+        used.setdefault(cfg.image.sha256, []).append(name)
+    return used

@@ -149,6 +149,22 @@ def test_up_down_with_ssh_faked(cli: Any, inited: Path, monkeypatch: pytest.Monk
     assert cli("status").output.strip() == "stopped"
 
 
+def test_info_names_the_accelerator_in_use(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_ssh(monkeypatch)
+    monkeypatch.setenv("TOOLBOX_ACCEL", "kvm")  # this boot's choice; the instance's setting stays auto
+    assert cli("up").exit_code == 0
+    info = json.loads(cli("info", "--json").output)
+    assert (info["accel"], info["accel_setting"]) == ("kvm", "auto")
+    assert "kvm" in cli("info").output.split("accel ", 1)[1].split("\n", 1)[0]
+    assert cli("halt").exit_code == 0
+    # stopped: what "auto" takes next, from the probe's cached verdict (never a probe here)
+    monkeypatch.setattr("toolbox.accel.known_accel", lambda arch: "tcg")
+    info = json.loads(cli("info", "--json").output)
+    assert (info["accel"], info["accel_setting"]) == ("tcg", "auto")
+    monkeypatch.setattr("toolbox.accel.known_accel", lambda arch: None)
+    assert json.loads(cli("info", "--json").output)["accel"] == "auto (probed at the next up)"
+
+
 def test_save_without_suspend_support(cli: Any, inited: Path) -> None:
     result = cli("suspend")
     assert result.exit_code == 1 and "cannot save" in result.output and "toolbox down" in result.output
@@ -371,3 +387,27 @@ def test_status_trusts_a_serving_host_agent(cli: Any, inited: Path, monkeypatch:
     assert cli("status").output.startswith("starting")
     (inited / "hostagent.pid").unlink()
     assert cli("halt").exit_code == 0
+
+
+def test_cache_ls_and_prune_keep_what_instances_boot(cli: Any, inited: Path, server: FileServer, env: Path) -> None:
+    assert cli("download", "--manifest-url", f"{server.url}/v2/manifest.json").exit_code == 0
+    unfinished = env / "cache" / ("ab" * 32)  # a download that died over an hour ago
+    unfinished.mkdir()
+    (unfinished / "toolbox.iso.part").write_bytes(b"x" * 1000)
+    os.utime(unfinished / "toolbox.iso.part", (1, 1))
+    rows = {r["sha256"]: r for r in json.loads(cli("cache", "ls", "--json").output)}
+    booted = json.loads(cli("info", "--json").output)["image"]["sha256"]
+    assert rows[booted]["used_by"] == ["default"] and rows[booted]["complete"]
+    assert len(rows) == 3 and not rows["ab" * 32]["complete"]
+    assert "unused" in cli("cache", "ls").output
+    dry = cli("cache", "prune", "--dry-run")
+    assert dry.exit_code == 0 and dry.output.count("would remove") == 2
+    assert len(json.loads(cli("cache", "ls", "--json").output)) == 3  # a dry run removes nothing
+    result = cli("cache", "prune")
+    assert result.exit_code == 0 and result.output.count("removed") == 2, result.output
+    assert [r["sha256"] for r in json.loads(cli("cache", "ls", "--json").output)] == [booted]
+    assert (env / "cache" / booted / "toolbox.iso").is_file()  # the booted image is untouched
+    fresh = env / "cache" / ("cd" * 32)  # a download that may still be running
+    fresh.mkdir()
+    (fresh / "toolbox.iso.part").write_bytes(b"x")
+    assert "removed" not in cli("cache", "prune").output and fresh.is_dir()

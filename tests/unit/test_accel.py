@@ -177,3 +177,14 @@ def test_real_probe_on_this_machine_says_tcg(monkeypatch: pytest.MonkeyPatch, tm
     assert accel.detect_accel("x86_64") == "tcg"
     assert time.monotonic() - started < 10.0
     assert json.loads((tmp_path / "accel.json").read_text())["accel"] == "tcg"
+
+
+def test_known_accel_reads_the_cache_and_never_probes(linux: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = fake(monkeypatch, FakeRun())
+    assert accel.known_accel("x86_64") is None  # not probed yet
+    assert accel.detect_accel("x86_64") == "kvm"
+    assert accel.known_accel("x86_64") == "kvm"
+    assert accel.known_accel("aarch64") == "tcg"  # emulated, no probe needed
+    monkeypatch.setattr(accel.os, "access", lambda path, mode: False)
+    assert accel.known_accel("x86_64") == "tcg"
+    assert len(runner.calls) == 1  # only detect_accel probed

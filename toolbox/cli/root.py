@@ -53,6 +53,7 @@ def _root(
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s", stream=sys.stderr)
 
 
+from toolbox.cli import cache as _cache  # noqa: E402
 from toolbox.cli import containers as _containers  # noqa: E402
 from toolbox.cli import info as _info  # noqa: E402  (registers its commands on app)
 from toolbox.cli import vm as _vm  # noqa: E402
@@ -60,4 +61,5 @@ from toolbox.cli import vm as _vm  # noqa: E402
 _vm.register(app)
 _info.register(app)
 _containers.register(app)
+_cache.register(app)
 
