@@ -10,9 +10,16 @@ and wraps its own connections when a registry speaks HTTPS.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
+
+
+def random_id() -> str:
+    """64 hex digits, as Docker's ids (not secrets.token_hex: secrets loads libcrypto
+    through hmac, ~4 MB of RSS; os.urandom is the same source)."""
+    return os.urandom(32).hex()
 
 
 @contextlib.contextmanager

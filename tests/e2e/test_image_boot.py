@@ -28,8 +28,8 @@ INIT_STEPS = [  # in boot order, as the serial log shows them
     "data disk /dev/vda mounted at /var/lib/toolbox",
     "config drive",
     "hostname imagetest, user toolbox 501:20, host key from config drive",
-    "guest agent started under supervision",  # before the network: see vm-image/README.md
     "network: lo up, eth0 10.0.2.15/24 (DHCP)",
+    "guest agent started under supervision",  # before sshd: see vm-image/README.md
     "sshd started on port 22",
     "ready",
 ]

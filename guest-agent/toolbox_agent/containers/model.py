@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolbox_agent.lean import random_id
+
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -21,7 +23,7 @@ _NOUNS = ["babbage", "curie", "darwin", "euler", "fermat", "gauss", "hopper", "l
 
 
 def new_id() -> str:
-    return os.urandom(32).hex()  # not secrets: it loads libcrypto (hmac), ~4 MB of RSS
+    return random_id()
 
 
 def random_name() -> str:

@@ -5,12 +5,12 @@ the kernel, the store, the sandboxes, the rules and the DNS listeners it uses.""
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Any
 
 from toolbox_agent.containers.logs import rfc3339_nano
+from toolbox_agent.lean import random_id
 from toolbox_agent.network import ipam, kernel
 from toolbox_agent.network.errors import (
     InvalidNetworkParameter, NetworkConflict, NetworkError, NetworkForbidden, NetworkNotFound, PluginNotFound,
@@ -31,7 +31,7 @@ class Catalog:
         have = {n.name for n in self.networks.values()}
         for name, driver in ((BRIDGE, BRIDGE), (HOST, HOST), (NONE, "null")):
             if name not in have:
-                net = Network(secrets.token_hex(32), name, driver, rfc3339_nano())
+                net = Network(random_id(), name, driver, rfc3339_nano())
                 if name == BRIDGE:
                     net.subnet, net.gateway, net.bridge = str(ipam.DEFAULT_BRIDGE_SUBNET), "172.17.0.1", DEFAULT_BRIDGE_DEVICE
                     net.options = {BRIDGE_NAME_OPTION: DEFAULT_BRIDGE_DEVICE, "com.docker.network.bridge.default_bridge": "true"}
@@ -69,7 +69,7 @@ class Catalog:
             raise NetworkForbidden(f'only one instance of "{driver}" network is allowed')
         if driver != BRIDGE:
             raise PluginNotFound(f'plugin "{driver}" not found')
-        net = Network(secrets.token_hex(32), name, BRIDGE, rfc3339_nano(), internal=bool(body.get("Internal")),
+        net = Network(random_id(), name, BRIDGE, rfc3339_nano(), internal=bool(body.get("Internal")),
                       attachable=bool(body.get("Attachable")), labels=dict(body.get("Labels") or {}),
                       options={str(k): str(v) for k, v in (body.get("Options") or {}).items()})  # fmt: skip
         self._address(net, body.get("IPAM") or {})

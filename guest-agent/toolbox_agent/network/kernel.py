@@ -7,9 +7,9 @@ network). The argv and batch builders are pure functions.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,9 @@ def netns_path(cid: str) -> str:
 
 def veth_name(cid: str, net_id: str) -> str:
     """The VM side of a container's veth: stable, so a restarted agent can find it."""
-    return "veth" + hashlib.sha256(f"{cid}/{net_id}".encode()).hexdigest()[:8]
+    # crc32, not sha256[:8] (as many bits): hashlib would load libcrypto into an agent
+    # that needs it only for pulls (lean.py).
+    return f"veth{zlib.crc32(f'{cid}/{net_id}'.encode()):08x}"
 
 
 def bridge_name(net_id: str) -> str:

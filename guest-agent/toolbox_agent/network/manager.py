@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 from toolbox_agent.events import EventBus
+from toolbox_agent.lean import random_id
 from toolbox_agent.network import etc, ipam, kernel, nft, views
 from toolbox_agent.network.catalog import Catalog
 from toolbox_agent.network.dns import DnsServers
@@ -142,7 +142,7 @@ class NetworkManager(Catalog):
             ip = ipam.allocate(net.net, net.gateway_ip, taken, att.ipv4)
         except ValueError as exc:
             raise InvalidNetworkParameter(str(exc)) from None
-        att.ip, att.mac, att.endpoint = str(ip), ipam.mac_for(ip), secrets.token_hex(32)
+        att.ip, att.mac, att.endpoint = str(ip), ipam.mac_for(ip), random_id()
 
     async def _plug(self, sb: Sandbox) -> None:
         """Make the namespace and one veth per network; saved first, so a crash is cleaned up."""

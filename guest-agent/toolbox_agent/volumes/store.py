@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toolbox_agent.events import EventBus
+from toolbox_agent.lean import random_id
 from toolbox_agent.volumes import localmount
 from toolbox_agent.volumes.errors import InvalidVolume, NoSuchVolume, VolumeInUse
 
@@ -94,7 +94,7 @@ class VolumeStore:
                options: dict[str, str] | None = None) -> Volume:  # fmt: skip
         """A new volume, or the existing one of that name (as Docker: create is idempotent)."""
         anonymous = not name
-        name = name or secrets.token_hex(32)
+        name = name or random_id()
         if driver and driver != DRIVER:
             raise InvalidVolume(f'create {name}: error looking up volume plugin {driver}: plugin "{driver}" not found')
         if not NAME_RE.match(name):
