@@ -82,7 +82,7 @@ def run_checks(name: str) -> list[Check]:
     checks.append(ok("vm", "running"))
     checks += [ssh_port(cfg.ssh_port, name), docker_socket(ipaths, name)]
     checks.append(clock(ipaths, cfg, name) if not checks[-1].failed else skip("clock", "the docker socket does not answer"))
-    return checks
+    return checks + forwards(ipaths, name)
 
 
 def hypervisor(driver_name: str, arch: str, configured_accel: str) -> list[Check]:
@@ -166,6 +166,30 @@ def docker_socket(ipaths: pathmod.InstancePaths, name: str) -> Check:
         return fail("docker socket", f"{sock}: {exc.message.split(': ', 1)[-1]}",
                     f"restart the host agent: toolbox up -n {name}")
     return ok("docker socket", f"{sock} answers /_ping ({answer})")
+
+
+def forwards(ipaths: pathmod.InstancePaths, name: str) -> list[Check]:
+    """What the running host agent reports: its SSH link, and each published port it
+    could not forward to the host's localhost (a host port another program holds)."""
+    from toolbox.hostagent import report
+
+    doc = report.read(ipaths.hostagent_state)
+    if not doc:
+        return [skip("ports", "the host agent has not reported yet")]
+    out = []
+    if not (doc.get("ssh") or {}).get("connected"):
+        error = (doc.get("ssh") or {}).get("error") or "SSH connection lost"
+        out.append(fail("host agent", f"reconnecting to the guest ({error})", f"if it lasts, restart it: toolbox up -n {name}"))
+    ports = doc.get("ports") or []
+    for p in ports:
+        for problem in p.get("problems") or []:
+            port = p.get("port")
+            out.append(fail(f"port {port}/{p.get('proto')}", f"not forwarded to the host: {problem}",
+                            f"stop the host program on port {port} (see: lsof -i :{port}), "
+                            f"or publish the container on another host port"))
+    if not out:
+        out.append(ok("ports", f"{len(ports)} published port(s) forwarded to the host's localhost"))
+    return out
 
 
 def clock(ipaths: pathmod.InstancePaths, cfg: object, name: str) -> Check:

@@ -43,6 +43,21 @@ def test_run_stdin_env_name_and_detach(cli: Any, engine: AgentThread) -> None:
     assert again.exit_code == 125 and 'The container name "/web" is already in use' in again.output
 
 
+def test_ctrl_c_goes_to_the_container(cli: Any, engine: AgentThread) -> None:
+    """SIGINT to toolbox while attached (no TTY) reaches the container, whose exit code is ours."""
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        result = cli("run", "--rm", "fake", "sh", "-c", "trap 'echo got INT; exit 7' INT; echo ready; sleep 30 & wait")
+    finally:
+        timer.cancel()
+    assert (result.exit_code, result.stdout) == (7, "ready\ngot INT\n"), result.output
+
+
 def test_logs_exec_stop_rm_inspect(cli: Any, engine: AgentThread) -> None:
     assert cli("run", "-d", "--name", "box", "fake", "sh", "-c", "echo out; echo err >&2; sleep 30").exit_code == 0
     assert cli("exec", "box", "sh", "-c", "echo in-exec; exit 7").stdout == "in-exec\n"

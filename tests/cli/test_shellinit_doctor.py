@@ -132,6 +132,17 @@ def test_doctor_all_green_then_the_socket_gone(cli: Any, inited: Path, engine: A
     assert stepped.exit_code == 0 and "the agent set the guest clock" in stepped.stdout
     assert re.search(r"✓ clock: guest \+5\d\d\d ms", stepped.stdout) and len(engine.clock_set) == 1
     monkeypatch.setattr(time, "time_ns", real)
+    assert "- ports: the host agent has not reported yet" in stepped.stdout
+    report = {"ssh": {"connected": True}, "ports": [{"port": 18080, "proto": "tcp", "problems": []},
+                                                     {"port": 18081, "proto": "udp", "problems": ["address already in use"]}]}
+    (inited / "hostagent.json").write_text(json.dumps(report))
+    taken = cli("doctor")
+    assert taken.exit_code == 1
+    assert "✗ port 18081/udp: not forwarded to the host: address already in use" in taken.stdout
+    assert "→ stop the host program on port 18081 (see: lsof -i :18081)" in taken.stdout
+    report["ports"].pop()
+    (inited / "hostagent.json").write_text(json.dumps(report))
+    assert "✓ ports: 1 published port(s) forwarded" in cli("doctor").stdout
     (inited / "docker.sock").unlink()
     (inited / "docker.sock").touch()  # there, but nothing listens (a dead host agent's leftover)
     broken = cli("doctor")

@@ -9,10 +9,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
+import requests
 from conftest import Toolbox
-from registry import RegistryServer, registry  # noqa: F401  (the session's registry fixture)
+from registry import RegistryServer, free_port, registry  # noqa: F401  (the session's registry fixture)
 from docker_session import GUEST, docker_env  # noqa: F401  (agent pointed at the registry)
 from test_docker_cli import _screen_until, _tmux
 
@@ -69,6 +71,26 @@ def test_detached_ps_logs_stop_rm_inspect(toolbox_vm: Toolbox, docker_env: dict[
         assert tb(toolbox_vm, "rm", "-f", "tbweb").returncode == 0
     gone = tb(toolbox_vm, "rm", "tbweb")
     assert gone.returncode == 1 and "No such container: tbweb" in gone.stderr
+
+
+def test_run_publish_reaches_the_hosts_localhost(toolbox_vm: Toolbox, docker_env: dict[str, str]) -> None:
+    port = free_port()
+    out = tb(toolbox_vm, "run", "-d", "--name", "tbhttp", "-p", f"{port}:8080", "learn/tutorial",
+             "httpd", "-f", "-p", "8080", "-h", "/etc")
+    assert out.returncode == 0, out.stderr
+    try:
+        assert f"0.0.0.0:{port}->8080/tcp" in tb(toolbox_vm, "ps").stdout
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                body = requests.get(f"http://127.0.0.1:{port}/motd", timeout=5).text
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "the published port never answered on the host"
+                time.sleep(1)
+        assert body == "Welcome to the tutorial\n"
+    finally:
+        assert tb(toolbox_vm, "rm", "-f", "tbhttp").stdout == "tbhttp\n"
 
 
 def _typed_in_terminal(vm: Toolbox, args: str, keys: str, env: dict[str, str]) -> str:

@@ -89,6 +89,9 @@ class EngineClient:
     def stop(self, ref: str, timeout: int | None = None) -> None:
         self.call("POST", f"/containers/{quoted(ref)}/stop", {"t": timeout}, timeout=None).body()
 
+    def kill(self, ref: str, signal: str = "SIGKILL") -> None:
+        self.call("POST", f"/containers/{quoted(ref)}/kill", {"signal": signal}).body()
+
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         self.call("DELETE", f"/containers/{quoted(ref)}", {"force": force, "v": volumes}, timeout=None).body()
 

@@ -9,8 +9,11 @@ exec: create the exec → start it hijacked → copy → the exec's ExitCode.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,15 +143,48 @@ def run(client: EngineClient, opts: RunOptions, progress: Progress) -> int:
     except EngineError as exc:
         exc.exit_code = 125
         raise
-    try:
-        client.start(cid)
-    except EngineError as exc:
-        hijacked.sock.close()
-        exc.exit_code = start_exit_code(exc)
-        raise
     resize = (lambda rows, cols: client.resize(cid, rows, cols)) if opts.tty else None
-    stream(hijacked, opts.tty, opts.interactive, resize)
+    starter = Starter(client, cid, hijacked, resize)
+    if opts.tty:
+        stream(hijacked, opts.tty, opts.interactive, resize, starter)
+    else:
+        with stdio.proxy_signals(lambda sig: client.kill(cid, sig)):
+            stream(hijacked, opts.tty, opts.interactive, resize, starter)
+    if starter.error is not None:
+        starter.error.exit_code = start_exit_code(starter.error)
+        raise starter.error
     return int((waiter.json() or {}).get("StatusCode", 0))
+
+
+class Starter:
+    """Starts the container in a thread while the stream is already being read, as docker
+    does: the start may answer only after the program has written (or the runtime waited
+    on it), and whatever comes first must not sit unread. A failed start ends the stream;
+    the terminal gets its size once the container runs."""
+
+    def __init__(self, client: EngineClient, cid: str, hijacked: Hijacked,
+                 resize: Callable[[int, int], None] | None) -> None:
+        self.client, self.cid, self.hijacked, self.resize = client, cid, hijacked, resize
+        self.error: EngineError | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.client.start(self.cid)
+        except EngineError as exc:
+            self.error = exc
+            with contextlib.suppress(OSError):
+                self.hijacked.sock.shutdown(socket.SHUT_RDWR)
+            return
+        if self.resize is not None and (size := stdio.terminal_size()):
+            with contextlib.suppress(EngineError):
+                self.resize(*size)
+
+    def begin(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
 
 
 def exec_(client: EngineClient, container: str, command: list[str], *, interactive: bool = False,
@@ -182,13 +218,17 @@ def exec_exit_code(client: EngineClient, exec_id: str, tries: int = 50) -> int:
     return 0 if result.exit_code is None else result.exit_code
 
 
-def stream(hijacked: Hijacked, tty: bool, interactive: bool, resize: Callable[[int, int], None] | None) -> None:
-    """Copy the hijacked stream to our stdout/stderr (and stdin up) until the far end closes."""
+def stream(hijacked: Hijacked, tty: bool, interactive: bool, resize: Callable[[int, int], None] | None,
+           starter: Starter | None = None) -> None:
+    """Copy the hijacked stream to our stdout/stderr (and stdin up) until the far end closes.
+    Without a starter (exec: the hijack started it) the terminal gets its size first."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
     if interactive:
         stdio.pump_stdin(hijacked.sock)
     try:
-        if resize is not None and (size := stdio.terminal_size()):
+        if starter is not None:
+            starter.begin()
+        elif resize is not None and (size := stdio.terminal_size()):
             resize(*size)
         if tty and interactive:
             with stdio.raw_terminal(resize or (lambda rows, cols: None)):
@@ -196,4 +236,6 @@ def stream(hijacked: Hijacked, tty: bool, interactive: bool, resize: Callable[[i
         else:
             stdio.copy_output(stdio.socket_chunks(hijacked.sock), tty, out, err)
     finally:
+        if starter is not None:
+            starter.join()
         hijacked.sock.close()

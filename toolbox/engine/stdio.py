@@ -112,6 +112,27 @@ def terminal_size() -> tuple[int, int] | None:
 
 
 @contextlib.contextmanager
+def proxy_signals(send: Callable[[str], None]) -> Iterator[None]:
+    """Pass SIGINT, SIGTERM and SIGHUP on to the container while attached without a TTY
+    (docker's --sig-proxy): Ctrl-C then stops the container's program, which decides how
+    to end, and its exit code is still ours. Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(Exception):  # the container may be gone already
+            send(signal.Signals(signum).name)
+
+    saved = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
 def raw_terminal(on_resize: Callable[[int, int], None]) -> Iterator[None]:
     """Raw mode on stdin (when it is a terminal) and SIGWINCH → on_resize, both undone after."""
     import termios
