@@ -54,7 +54,8 @@ def debian_tutorial(docker_env: dict[str, str], registry: RegistryServer, build:
         docker_cli(docker_env, "rmi", "-f", TUTORIAL)
 
 
-def test_apt_get_install_as_typed(docker_env: dict[str, str], debian_tutorial: None, apt_repo: FileServer) -> None:  # noqa: F811
+def test_apt_get_install_as_typed(docker_env: dict[str, str], debian_tutorial: None, apt_repo: FileServer,  # noqa: F811
+                                  tmp_path: Path) -> None:
     script = (
         'eval "$(toolbox shellinit)"\n'
         f"docker pull {TUTORIAL}\n"
@@ -66,6 +67,10 @@ def test_apt_get_install_as_typed(docker_env: dict[str, str], debian_tutorial: N
     assert "Setting up iputils-ping" in out.stdout, out.stdout + out.stderr
     fetched = [p for p in apt_repo.served if p.endswith(".deb")]
     assert any("iputils-ping_" in p for p in fetched), apt_repo.served
+    # dpkg's database in the (exited) container's own layer says it is installed
+    cid = docker_cli(docker_env, "ps", "-alq", "--filter", f"ancestor={TUTORIAL}").stdout.strip()
+    assert docker_cli(docker_env, "cp", f"{cid}:/var/lib/dpkg/status", str(tmp_path / "status")).returncode == 0
+    assert "Package: iputils-ping\nStatus: install ok installed\n" in (tmp_path / "status").read_text()
 
 
 def test_installed_ping_runs(docker_env: dict[str, str], debian_tutorial: None) -> None:  # noqa: F811
