@@ -1,11 +1,18 @@
-"""A libvirtd for the test session: started by the fixture, stopped by its pids only.
+"""A private libvirtd for the test session, which nothing outside the session can stop.
 
-    def test_x(libvirt_uri: str) -> None: ...   # "qemu:///system", a daemon answering
+    def test_x(libvirt_uri: str) -> None: ...   # qemu:///system?socket=/tmp/tb-libvirtd-XXXX/sock/libvirt-sock
 
-If a libvirtd already answers on the system socket (a developer's, or systemd's), the
-tests use it and leave it running. Otherwise the fixture starts virtlogd and libvirtd
-with pid files in a temporary directory and, at the end, stops exactly those two pids.
-Skips where libvirtd is not installed, unless TOOLBOX_REQUIRE_E2E=1.
+The fixture never uses a libvirtd that happens to answer (a developer's, systemd's, a
+benchmark's): another program could stop that one mid-run. It starts virtlogd and libvirtd
+in a mount namespace of their own (unshare -m) where the system daemon's directories
+(/run/libvirt, /var/lib/libvirt, /etc/libvirt, /var/cache/libvirt) are empty directories of
+a temporary one, so the two daemons share no socket, pid lock, state or domain definition.
+libvirtd's configuration (a copy of the host's top-level *.conf, no domains or networks)
+puts its sockets in that temporary directory, outside the namespace's private mounts, and
+the URI names the socket. /var/log/libvirt stays the host's: the tests check that toolbox
+deletes the domain's QEMU log there. At the end the fixture stops exactly its two pids.
+Needs root (a system daemon, a mount namespace). Skips where libvirtd is not installed,
+unless TOOLBOX_REQUIRE_E2E=1.
 """
 
 from __future__ import annotations
@@ -22,8 +29,15 @@ from pathlib import Path
 
 import pytest
 
-SYSTEM_SOCKET = Path("/run/libvirt/libvirt-sock")
-SYSTEM_URI = "qemu:///system"
+PRIVATE = {"run": "/run/libvirt", "lib": "/var/lib/libvirt", "etc": "/etc/libvirt", "cache": "/var/cache/libvirt"}
+CONFIG = """
+unix_sock_dir = "{sock}"
+unix_sock_group = "root"
+unix_sock_ro_perms = "0700"
+unix_sock_rw_perms = "0700"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+"""
 
 
 def _require(reason: str) -> None:
@@ -43,11 +57,9 @@ def _answers(path: Path) -> bool:
     return True
 
 
-def _stop(pid_file: Path) -> None:
-    """SIGTERM the daemon named in pid_file (one we started) and wait for it to go."""
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
+def _stop(pid: int | None) -> None:
+    """SIGTERM a daemon we started and wait for it to go (SIGKILL after 15 s)."""
+    if pid is None:
         return
     try:
         os.kill(pid, signal.SIGTERM)
@@ -63,35 +75,56 @@ def _stop(pid_file: Path) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def _start(daemon: str, pid_file: Path) -> None:
-    subprocess.run([daemon, "--daemon", "--pid-file", str(pid_file)], check=True, timeout=30)
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _prepare(tmp: Path) -> Path:
+    """The private directories and libvirtd's configuration; returns the config file."""
+    for name, target in PRIVATE.items():
+        (tmp / name).mkdir()
+        os.makedirs(target, exist_ok=True)  # a mount point must exist on the host
+    for conf in Path("/etc/libvirt").glob("*.conf"):
+        shutil.copy2(conf, tmp / "etc" / conf.name)
+    (tmp / "sock").mkdir(mode=0o700)
+    config = tmp / "etc" / "libvirtd.conf"
+    with config.open("a") as f:
+        f.write(CONFIG.format(sock=tmp / "sock"))
+    return config
+
+
+def _launch(tmp: Path, config: Path) -> subprocess.Popen[bytes]:
+    """unshare -m, bind the private directories, start virtlogd, exec libvirtd (the Popen's pid)."""
+    binds = " && ".join(f"mount --bind {tmp / name} {target}" for name, target in PRIVATE.items())
+    script = (f"mount --make-rprivate / && {binds} && virtlogd --daemon --pid-file {tmp / 'virtlogd.pid'} && "
+              f"exec libvirtd --config {config} --pid-file {tmp / 'libvirtd.pid'}")  # fmt: skip
+    log = open(tmp / "libvirtd.log", "wb")  # noqa: SIM115 - the daemon keeps it
+    return subprocess.Popen(["unshare", "--mount", "--", "sh", "-c", script], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def libvirt_uri() -> Iterator[str]:
-    libvirtd, virtlogd = shutil.which("libvirtd"), shutil.which("virtlogd")
-    if libvirtd is None or virtlogd is None:
+    if shutil.which("libvirtd") is None or shutil.which("virtlogd") is None:
         _require("libvirtd is not installed (apt-get install libvirt-daemon-system)")
     pytest.importorskip("libvirt", reason="libvirt-python is not installed")
-    if _answers(SYSTEM_SOCKET):
-        yield SYSTEM_URI  # someone else's daemon: use it, never stop it
-        return
     if os.geteuid() != 0:
-        _require("starting the system libvirtd needs root")
-    assert libvirtd is not None and virtlogd is not None
-    for d in ("/var/log/libvirt", "/run/libvirt"):
-        os.makedirs(d, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="tb-libvirtd-") as tmp:
-        logd_pid, libvirtd_pid = Path(tmp) / "virtlogd.pid", Path(tmp) / "libvirtd.pid"
+        _require("a private system libvirtd needs root (a mount namespace, QEMU as root)")
+    with tempfile.TemporaryDirectory(prefix="tb-libvirtd-", dir="/tmp") as name:  # short: a unix socket path
+        tmp = Path(name)
+        daemon = _launch(tmp, _prepare(tmp))
+        sock = tmp / "sock" / "libvirt-sock"
         try:
-            _start(virtlogd, logd_pid)
-            _start(libvirtd, libvirtd_pid)
-            deadline = time.monotonic() + 30.0
-            while not _answers(SYSTEM_SOCKET):
-                if time.monotonic() > deadline:
-                    _require("libvirtd did not open its socket within 30 s")
+            deadline = time.monotonic() + 60.0
+            while not _answers(sock):
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    _require(f"our libvirtd did not open {sock}: {(tmp / 'libvirtd.log').read_text(errors='replace')[-2000:]}")
                 time.sleep(0.2)
-            yield SYSTEM_URI
+            yield f"qemu:///system?socket={sock}"
         finally:
-            _stop(libvirtd_pid)
-            _stop(logd_pid)
+            _stop(daemon.pid)
+            daemon.wait(30)
+            _stop(_pid_in(tmp / "virtlogd.pid"))

@@ -2,13 +2,18 @@
 key other than the pinned one is refused with a clear message; the instance's secrets are
 0600 in a 0700 directory; nothing toolbox starts listens on a non-loopback host address.
 
-A container sees only its own processes and cannot write /proc/sys (its capabilities and
-seccomp profile are checked in tests/e2e/test_docker_cli.py).
+A container sees only its own processes and cannot write /proc/sys; it gets exactly Docker's
+default capabilities (also its bounding set) and a seccomp filter, and cannot mount or load
+a kernel module (refused with EPERM). With a published port (TCP and UDP), `ss` shows the
+host agent's and QEMU's sockets all on loopback.
 """
 
 from __future__ import annotations
 
+import re
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import paramiko
@@ -16,7 +21,9 @@ import pytest
 from toolbox_cli import Toolbox
 from procs import alive, is_loopback, sockets_of
 from registry import registry  # noqa: F401  (the session's registry fixture, for sleeper)
+from registry import free_port
 from test_agents import docker, sleeper  # noqa: F401  (sleeper: the docker env and a running container)
+from tools_image import tools_image  # noqa: F401  (a busybox image with mount, insmod, sync)
 
 pytestmark = pytest.mark.e2e
 SECRETS = ("id_ed25519", "instance.toml", "cidata.iso", "docker.sock")  # cidata.iso carries the guest's host key
@@ -95,11 +102,73 @@ def test_nothing_listens_beyond_loopback(toolbox_vm: Toolbox) -> None:
 
 
 def test_container_sees_only_itself(toolbox_vm: Toolbox, sleeper: tuple[dict[str, str], str]) -> None:  # noqa: F811
-    """Its own PID namespace (none of the VM's processes), and /proc/sys it cannot write.
-    (Docker's default capabilities and seccomp, without CAP_SYS_ADMIN/CAP_SYS_MODULE for
-    mount and module loading, are checked in tests/e2e/test_docker_cli.py.)"""
+    """Its own PID namespace (none of the VM's processes), and /proc/sys it cannot write."""
     env, _ = sleeper
     out = docker(env, "run", "--rm", "busybox", "sh", "-c", "ls /proc; echo 1 > /proc/sys/kernel/panic && echo WROTE")
     pids = [x for x in out.stdout.split() if x.isdigit()]
     assert 1 <= len(pids) <= 2, pids  # sh, and ls while it runs
     assert "WROTE" not in out.stdout
+
+
+# Docker's default capability set (moby's oci/caps/defaults.go), by number (linux/capability.h).
+DOCKER_DEFAULT_CAPS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7,
+                       "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18, "MKNOD": 27,
+                       "AUDIT_WRITE": 29, "SETFCAP": 31}  # fmt: skip
+
+
+def test_container_gets_dockers_default_capabilities_and_seccomp(sleeper: tuple[dict[str, str], str], tools_image: str) -> None:  # noqa: F811
+    env, _ = sleeper
+    out = docker(env, "run", "--rm", tools_image, "grep", "-E", "^(CapEff|CapBnd|Seccomp|NoNewPrivs):", "/proc/self/status",
+                 timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    status = dict(line.split(":\t", 1) for line in out.stdout.strip().splitlines())
+    caps = {name for name in DOCKER_DEFAULT_CAPS if int(status["CapEff"], 16) >> DOCKER_DEFAULT_CAPS[name] & 1}
+    expected = sum(1 << bit for bit in DOCKER_DEFAULT_CAPS.values())
+    assert int(status["CapEff"], 16) == expected, f"CapEff {status['CapEff']}: has {sorted(caps)}, expected all and only {sorted(DOCKER_DEFAULT_CAPS)}"
+    assert int(status["CapBnd"], 16) == expected, status  # nothing more to gain by exec'ing a setuid binary
+    assert status["Seccomp"].strip() == "2", status  # a filter, not just strict mode or none
+
+
+def test_container_cannot_mount_or_load_modules(sleeper: tuple[dict[str, str], str], tools_image: str) -> None:  # noqa: F811
+    env, _ = sleeper
+    script = ("mkdir -p /m; mount -t tmpfs none /m; echo mount=$?; mount -o remount,rw /proc/sys; echo remount=$?; "
+              "insmod /bin/busybox; echo insmod=$?")  # fmt: skip
+    out = docker(env, "run", "--rm", tools_image, "sh", "-c", script, timeout=300)
+    codes = dict(line.split("=") for line in out.stdout.split() if "=" in line)
+    assert set(codes) == {"mount", "remount", "insmod"}, (out.stdout, out.stderr)
+    assert all(code != "0" for code in codes.values()), (codes, out.stderr)
+    # EPERM: refused for want of a capability, not for a bad argument (a module file that is
+    # no module fails with "Invalid module format" when the capability is there)
+    assert out.stderr.count("not permitted") + out.stderr.lower().count("permission denied") >= 3, out.stderr
+
+
+def _ss_listeners(pids: set[int]) -> list[tuple[str, str, int]]:
+    """(proto, local address, pid) of every listening TCP and bound UDP socket these pids hold, per `ss`."""
+    out = subprocess.run(["ss", "-Htulnp"], capture_output=True, text=True, timeout=30, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        for pid in owners & pids:
+            found.append((fields[0], fields[4], pid))
+    return found
+
+
+def test_ss_shows_no_listener_beyond_loopback_with_a_published_port(toolbox_vm: Toolbox, sleeper: tuple[dict[str, str], str],  # noqa: F811
+                                                                    tools_image: str) -> None:  # fmt: skip
+    env, _ = sleeper
+    port = free_port()
+    run = docker(env, "run", "-d", "-p", f"{port}:80", "-p", f"{port}:53/udp", tools_image, "sleep", "600", timeout=300)
+    assert run.returncode == 0, run.stderr
+    try:
+        pids = {p for p in (_pid(toolbox_vm.instance_dir / f"{n}.pid") for n in ("qemu", "hostagent")) if p}
+        deadline = time.monotonic() + 30
+        found = _ss_listeners(pids)
+        while not any(addr.endswith(f":{port}") for _, addr, _ in found):
+            assert time.monotonic() < deadline, f"the host agent never listened on {port}: {found}"
+            time.sleep(0.5)
+            found = _ss_listeners(pids)
+        exposed = [s for s in found if not is_loopback(s[1].rsplit(":", 1)[0].strip("[]").split("%")[0])]
+        assert not exposed, f"listening beyond loopback: {exposed} (all: {found})"
+    finally:
+        docker(env, "rm", "-f", run.stdout.strip())

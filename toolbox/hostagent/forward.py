@@ -152,7 +152,9 @@ class Forwarder:
         finally:
             os.umask(old)
         os.chmod(self.local_path, 0o600)
-        listener.listen(64)
+        # A burst of clients (docker compose, CI fan-out) must queue, not get EAGAIN from
+        # connect(2): Docker's daemon listens with the kernel's maximum backlog too.
+        listener.listen(socket.SOMAXCONN)
         self._listener = listener
 
     def serve_forever(self) -> None:

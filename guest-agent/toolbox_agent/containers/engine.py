@@ -36,6 +36,7 @@ from toolbox_agent.volumes import VolumeStore
 
 log = logging.getLogger("toolbox_agent.containers")
 AGENT_PYTHONPATH = str(Path(__file__).resolve().parents[2])
+SHIM_REPORT_TIMEOUT = 300.0  # seconds for a new shim to say "ok <pid>" (crun create ran)
 
 
 class ContainerEngine:
@@ -220,7 +221,8 @@ class ContainerEngine:
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=errlog, env=env, start_new_session=True
             )
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode(errors="replace").strip()
+        # Generous: 50 containers starting at once under TCG on a busy host took over a minute
+        line = (await asyncio.wait_for(proc.stdout.readline(), SHIM_REPORT_TIMEOUT)).decode(errors="replace").strip()
         await proc.wait()  # the shim forks itself away at once
         if line.startswith("ok "):
             return int(line.split()[1])

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import traceback
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -47,7 +48,10 @@ class Server:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         if os.path.exists(path):
             os.unlink(path)
-        self._server = await asyncio.start_unix_server(self.handle_connection, path, limit=READ_SIZE)
+        # sshd connects each forwarded channel without blocking: with asyncio's default backlog
+        # (100) a burst of clients fails with EAGAIN instead of waiting its turn.
+        self._server = await asyncio.start_unix_server(self.handle_connection, path, limit=READ_SIZE,
+                                                       backlog=socket.SOMAXCONN)
         os.chmod(path, mode)
         return self._server
 
@@ -132,7 +136,7 @@ class Server:
             return error_response(exc.status, exc.message)
         except Exception as exc:  # noqa: BLE001 - a 500 names the bug, the log has the traceback
             log.error("%s %s failed:\n%s", request.method, request.path, traceback.format_exc())
-            return error_response(500, f"internal error: {exc}")
+            return error_response(500, f"internal error: {exc or type(exc).__name__}")  # TimeoutError() says nothing
 
     def _headers(self, extra: dict[str, str]) -> list[tuple[str, str]]:
         merged = {**self.common_headers, **extra}

@@ -10,6 +10,7 @@ import os
 import platform
 import re
 from types import ModuleType
+from urllib.parse import urlsplit
 from typing import Any
 
 from toolbox.errors import DriverError, ToolMissing
@@ -33,9 +34,14 @@ def install_hint() -> str:
 def start_hint(uri: str) -> str:
     if is_macos():
         return "start libvirtd: brew services start libvirt"
-    if uri.startswith("qemu:///system"):
+    if is_system(uri):
         return "start libvirtd: sudo systemctl start libvirtd (or run 'virtlogd -d; libvirtd -d' as root)"
     return "start libvirtd: libvirtd --daemon (as your user, for qemu:///session)"
+
+
+def is_system(uri: str) -> bool:
+    """Whether uri names a system daemon (qemu:///system, also with ?socket=... naming its socket)."""
+    return urlsplit(uri).path.rstrip("/") == "/system"
 
 
 def default_uri() -> str:

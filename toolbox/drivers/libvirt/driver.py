@@ -25,6 +25,7 @@ from toolbox.drivers.libvirt.connection import (
     default_uri,
     import_libvirt,
     install_hint,
+    is_system,
     open_connection,
     translate,
 )
@@ -112,7 +113,7 @@ class LibvirtDriver:
             raise ToolMissing(qemu_binary(spec.arch), install_hint())
         # On the system daemon QEMU would run as libvirt-qemu; run it as us instead (see
         # domain_xml). The session daemon already runs everything as the user.
-        system = self._call("reading the connection URI", conn.getURI).endswith("/system")
+        system = is_system(self._call("reading the connection URI", conn.getURI))
         return HostFacts(
             domain_type=domain_type_for(spec.accel),
             emulator=emulator,
@@ -279,7 +280,7 @@ class LibvirtDriver:
     def _daemon_logs(self, spec: VMSpec) -> list[Path]:
         """libvirt's per-domain QEMU log, which outlives the domain otherwise."""
         name = f"{domain_name(spec.name)}.log"
-        if self.uri.endswith("/system"):
+        if is_system(self.uri):
             return [Path("/var/log/libvirt/qemu") / name]
         return [Path.home() / ".cache/libvirt/qemu/log" / name]
 
