@@ -282,7 +282,7 @@ def wait_for_agent(client: paramiko.SSHClient, timeout: float = AGENT_TIMEOUT) -
                        hint="look inside with: toolbox ssh -- sudo journalctl -b, or toolbox logs")
 
 
-def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, client: paramiko.SSHClient) -> None:
+def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, client: paramiko.SSHClient | None = None) -> None:
     """Start the one process per running VM that serves paths.docker_socket over SSH."""
     from toolbox import hostagent
 
@@ -402,9 +402,14 @@ def suspend(name: str) -> None:
         state = vm_status(driver, spec).state
         if state is not VMState.RUNNING:
             raise InstanceNotRunning(name, state.value)
-        _stop_host_agent(paths)
         with shares.unmounted_while_saving(paths, cfg, driver):
-            driver.suspend(spec)
+            _stop_host_agent(paths)
+            try:
+                driver.suspend(spec)
+            except BaseException:
+                if vm_status(driver, spec).state is VMState.RUNNING:  # not saved: serve docker.sock again
+                    _best_effort(lambda: _start_host_agent(paths, cfg))
+                raise
 
 
 def resume(name: str, step: Step = _quiet) -> None:

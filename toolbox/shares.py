@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from toolbox import config as cfgmod
 from toolbox.drivers import get_driver
 from toolbox.drivers.base import Driver, Mount, VMState
-from toolbox.errors import ToolboxError
+from toolbox.errors import DriverError, ToolboxError
 from toolbox.lock import instance_lock
 from toolbox.mounts import MountConfig, merge
 from toolbox.paths import InstancePaths
@@ -115,6 +115,11 @@ def unmounted_while_saving(paths: InstancePaths, cfg: InstanceConfig, driver: Dr
         raise SharesInUse(cfg.name, detail or f"exit {code}")
     try:
         yield
+    except DriverError as exc:
+        _guest(paths, cfg, "mount")
+        if "VirtFS" in exc.message:  # QEMU: "Migration is disabled when VirtFS export path ... is mounted"
+            raise SharesInUse(cfg.name, "a container still uses one") from exc
+        raise
     except BaseException:
         _guest(paths, cfg, "mount")
         raise

@@ -62,3 +62,32 @@ def test_read_only_share_refuses_writes(toolbox_vm: Toolbox, docker_env: dict[st
     assert not (share / "nope").exists()
     guest = toolbox_vm.ssh(f"sudo touch {share}/nope-ssh", check=False)  # root: no permission to lack
     assert guest.returncode != 0 and "Read-only file system" in guest.stderr + guest.stdout
+
+
+def test_save_refused_while_a_container_uses_a_share_then_save_and_resume(
+    toolbox_vm: Toolbox, docker_env: dict[str, str],  # noqa: F811
+) -> None:
+    """QEMU cannot save a VM with a 9p share mounted: `save` unmounts the shares first,
+    refuses (VM running, docker.sock served) while a container holds one, and after
+    `resume` the shares are mounted again."""
+    from docker_session import docker_cli
+
+    name = "tb-share-busy"
+    project = toolbox_vm.user_home / "src" / "busy"
+    project.mkdir(parents=True, exist_ok=True)
+    started = _sh(docker_env, project, f'docker run -d --name {name} -v "$PWD":/src busybox sleep 600')
+    assert started.returncode == 0, started.stderr
+    try:
+        refused = toolbox_vm.run("save", "-n", toolbox_vm.name, check=False)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "cannot save 'e2e'" in refused.stderr and "stop the containers" in refused.stderr, refused.stderr
+        assert toolbox_vm.run("status", "-n", toolbox_vm.name).stdout.startswith("running")
+        ps = docker_cli(docker_env, "ps", "--format", "{{.Names}}")
+        assert ps.returncode == 0 and name in ps.stdout, ps.stderr
+    finally:
+        docker_cli(docker_env, "rm", "-f", name)
+    toolbox_vm.run("save", "-n", toolbox_vm.name)
+    toolbox_vm.run("resume", "-n", toolbox_vm.name)
+    (project / "after").write_text("after the resume\n")
+    out = _sh(docker_env, project, 'docker run --rm -v "$PWD":/src busybox cat /src/after')
+    assert (out.returncode, out.stdout) == (0, "after the resume\n"), out.stderr
