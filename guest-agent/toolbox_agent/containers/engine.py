@@ -146,7 +146,9 @@ class ContainerEngine:
             self.restarts.cancel(c)
             c.restart_count = 0
         async with self._lock(c.id):
-            if c.state.running and not (by_policy and c.state.status == "restarting"):
+            if by_policy and c.state.status != "restarting":
+                return  # stopped or removed while it waited for the lock
+            if c.state.running and not by_policy:
                 raise NotModified("container already started")
             if c.state.status == "removing":
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
@@ -318,15 +320,20 @@ class ContainerEngine:
         except RuntimeError_ as exc:
             log.warning("kill %s %s: %s", c.short_id, sig, exc)
 
+    async def _end_restart_wait(self, c: Container) -> bool:
+        """Cancel a pending restart; False if a restart by policy got there first (it is running)."""
+        async with self._lock(c.id):  # a policy start in flight finishes first
+            return c.state.status == "restarting" and self.restarts.cancel(c)
+
     def _refuse_restarting(self, c: Container) -> None:
         if c.state.status == "restarting":
             raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
 
     async def stop(self, ref: str, timeout: int | None, signal: str | None = None) -> None:
         c = self.get(ref)
-        if c.state.status == "restarting":  # waiting to restart: it only has to stay down
+        if c.state.status == "restarting" and await self._end_restart_wait(c):  # it only has to stay down
             c.state.manually_stopped = True
-            self.restarts.cancel(c)
+            c.save()
             self._publish(c, "stop")
             return
         if not c.state.running:
@@ -393,7 +400,7 @@ class ContainerEngine:
         if c.state.status == "restarting":
             if not force:
                 raise Conflict(f'cannot remove container "{c.name}": container is restarting: stop the container before removing or force remove')
-            self.restarts.cancel(c)
+            await self._end_restart_wait(c)
         if c.state.running:
             if not force:
                 raise Conflict(

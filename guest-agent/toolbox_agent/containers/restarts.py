@@ -54,6 +54,7 @@ class RestartManager:
     def at_boot(self, c: Container) -> None:
         """Agent start (after a crash or a reboot): start what the policy wants running."""
         if should_restart(c, booting=True) and not c.state.started_at.startswith("0001"):
+            c.state.status = "restarting"
             self.pending[c.id] = asyncio.ensure_future(self._restart(c, 0.0))
 
     def cancel(self, c: Container) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -63,13 +62,9 @@ def _host_config(c: Container) -> dict[str, Any]:
 
 
 def _mounts(c: Container) -> list[dict[str, Any]]:
-    from toolbox_agent.containers.volumemounts import MOUNTS_FILE
-    from toolbox_agent.containers.mounts import MountPoint
+    from toolbox_agent.containers import volumemounts
 
-    try:
-        return [MountPoint.from_dict(d).inspect() for d in json.loads((c.dir / MOUNTS_FILE).read_text())]
-    except (OSError, ValueError, TypeError):
-        return []
+    return [mp.inspect() for mp in volumemounts.load(c)]
 
 
 def _network(c: Container, network: Any = None) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from typing import Any
 from toolbox_agent.containers import archive
 from toolbox_agent.containers.errors import InvalidParameter
 from toolbox_agent.containers.model import Container
-from toolbox_agent.containers.mounts import MountError, MountPoint, inherit, oci_entry, parse_volumes_from, plan, tmpfs_entries
+from toolbox_agent.containers.mounts import (
+    MountError, MountPoint, inherit, oci_entry, parse_bind, parse_volumes_from, plan, tmpfs_entries,
+)
 from toolbox_agent.containers.runtime import run_command
 from toolbox_agent.volumes import InvalidVolume, VolumeInUse, VolumeStore
 
@@ -40,11 +42,7 @@ class ContainerMounts:
     # ---- records -----------------------------------------------------------------------
     def of(self, c: Container) -> list[MountPoint]:
         if c.id not in self._cache:
-            try:
-                docs = json.loads((c.dir / MOUNTS_FILE).read_text())
-                self._cache[c.id] = [MountPoint.from_dict(d) for d in docs]
-            except (OSError, ValueError, TypeError):
-                self._cache[c.id] = []
+            self._cache[c.id] = load(c)
         return self._cache[c.id]
 
     def save(self, c: Container, mps: list[MountPoint]) -> None:
@@ -150,6 +148,28 @@ class ContainerMounts:
     def paths(self, c: Container) -> list[tuple[str, str]]:
         """(destination, host source) of the binds and volumes, for `docker cp` of a stopped container."""
         return [(mp.destination, mp.source) for mp in self.of(c) if mp.type in ("bind", "volume") and mp.source]
+
+
+def load(c: Container) -> list[MountPoint]:
+    """The container's mount points as recorded (DIR/mounts.json)."""
+    try:
+        return [MountPoint.from_dict(d) for d in json.loads((c.dir / MOUNTS_FILE).read_text())]
+    except FileNotFoundError:  # made by an agent before volumes: its binds only
+        return _legacy_binds(c)
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _legacy_binds(c: Container) -> list[MountPoint]:
+    out = []
+    for raw in c.host_config.get("Binds") or []:
+        try:
+            mp = parse_bind(str(raw))
+        except MountError:
+            continue
+        if mp.type == "bind":
+            out.append(mp)
+    return out
 
 
 async def copy_up(root: Path, destination: str, volume: Path) -> None:

@@ -219,3 +219,16 @@ def test_cp_into_read_only_volume_or_rootfs_is_refused(agent, tmp_path: Path) ->
     out = run(agent, "cp", str(src), "rocp:/etc/")
     assert out.returncode == 1 and "container rootfs is marked read-only" in out.stderr
     assert run(agent, "cp", str(src), "rocp:/rw/").returncode == 0
+
+
+def test_a_record_from_before_volumes_keeps_its_binds(agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    host = tmp_path / "old"
+    host.mkdir()
+    cid = run(agent, "create", "-v", f"{host}:/old:ro", "fake", "true").stdout.strip()
+    engine = agent.agent.containers
+    (engine.get(cid).dir / "mounts.json").unlink()  # as an older agent left it
+    engine.mounts._cache.clear()
+    mounts = json.loads(run(agent, "inspect", "-f", "{{json .Mounts}}", cid).stdout)
+    assert [(m["Type"], m["Source"], m["RW"]) for m in mounts] == [("bind", str(host), False)]
+    assert run(agent, "start", cid).returncode == 0
+    assert oci_mounts(agent, cid)["/old"]["options"] == ["rbind", "rprivate", "ro"]
