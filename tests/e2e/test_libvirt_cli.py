@@ -70,6 +70,14 @@ def test_up_and_ssh(lv: Toolbox) -> None:
     print(f"\ntoolbox up to ready, libvirt driver: {TIMINGS['libvirt']:.1f} s")
     assert lv.ssh("uname -s").stdout.strip() == "Linux"
     assert lv.run("status", "-n", lv.name).stdout.strip() == "running"
+    # The home folder (toolbox_env's stand-in) is shared by default, through libvirt's
+    # <filesystem accessmode="squash">: a file root writes in the guest is the host user's.
+    home = lv.user_home
+    assert f" {home} 9p rw," in lv.ssh("cat /proc/mounts").stdout
+    lv.ssh(f"echo through libvirt | sudo tee {home}/from-libvirt-guest >/dev/null")
+    written = home / "from-libvirt-guest"
+    assert written.read_text() == "through libvirt\n"
+    assert (written.stat().st_uid, written.stat().st_gid) == (os.getuid(), os.getgid())
 
 
 def test_docker_through_shellinit(lv: Toolbox) -> None:
