@@ -114,9 +114,9 @@ main() {
 	cp "$work/iso/boot/cmdline.txt" "$work/result/cmdline.txt"
 	write_manifest "$work/result" "$version"
 	mkdir -p "$CACHE_ROOT"
-	rm -rf "$cached.tmp"
-	mv "$work/result" "$cached.tmp"
-	mv "$cached.tmp" "$cached"
+	# A build of the same inputs may have finished meanwhile (two checkouts building at
+	# once): keep the first, whose bytes are the same, and publish it.
+	mv -T "$work/result" "$cached" 2>/dev/null || log "cached meanwhile by another build: $hash"
 	publish "$cached"
 	log "done: $(du -h "$OUT/toolbox.iso" | cut -f1) toolbox.iso, version $version"
 }
