@@ -178,13 +178,11 @@ step_agent() {
 	ln -sfn "$logf" /var/log/toolbox-agent.log
 	# The agent runs as root with primary group toolbox, so the socket it creates
 	# (/run/toolbox/docker.sock, mode 0660) is open to the toolbox user.
-	# glibc malloc: two arenas, not one per thread (the pull threads'), and a fixed mmap
-	# threshold, so that large buffers (256 KiB reads) are unmapped when freed instead of
-	# staying in the heap after a pull (the default threshold grows with use).
+	# glibc's malloc keeps its defaults: MALLOC_ARENA_MAX=2 with MALLOC_MMAP_THRESHOLD_=131072
+	# saved ~1 MB of RSS after a pull but made pulls 1.4-1.65x slower under TCG (bench/README.md).
 	"$TB/supervise" agent "$logf" \
 		/usr/bin/setpriv --regid=toolbox --clear-groups -- \
-		env PYTHONPATH=/usr/lib/toolbox/agent MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 \
-		python3 -m toolbox_agent &
+		env PYTHONPATH=/usr/lib/toolbox/agent python3 -m toolbox_agent &
 	AGENT_SUP=$!
 	log "guest agent started under supervision (log $logf)"
 	acpid -c /etc/acpi -l /var/log/acpid.log -p "$RUN/acpid.pid"
