@@ -21,16 +21,12 @@ from pathlib import Path
 
 from figures import Figure, Skipped, Target
 from lab import BenchError, Instance, Lab
+from toolbox.instance import free_port
 
 SIZE = 8 * 1024 * 1024
 NOTE = (f"{SIZE >> 20} MiB guest → host per sample (an HTTP GET from a container's busybox httpd); seconds, "
         "so the issue's throughput ≥ 0.8× of ssh -L is a time ≤ 1.25×")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _read_all(port: int) -> float:
@@ -85,7 +81,7 @@ def run(lab: Lab, rounds: int, say: Callable[[str], None]) -> list[Figure | Skip
 
     inst = lab.instance("qemu")
     inst.run("up")
-    port, local = _free_port(), _free_port()
+    port, local = free_port(), free_port()
     with RegistryServer() as reg:
         publish_defaults(reg)
         env = _docker_env(lab, inst.name, reg.port)

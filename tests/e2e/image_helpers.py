@@ -21,6 +21,7 @@ from pathlib import Path
 import paramiko
 
 from toolbox import keys
+from toolbox.instance import free_port  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_OUT = REPO / "vm-image" / "out"
@@ -53,11 +54,6 @@ def write_cidata(path: Path, login: KeyPair, host: KeyPair, hostname: str = "ima
         host_private_key=host.private_openssh, host_public_key=host.public_openssh,
         agent={"test": True}))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ssh_banner(port: int, timeout: float = 2.0) -> bytes | None:

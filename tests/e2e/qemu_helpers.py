@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from toolbox.drivers.base import VMSpec
+from toolbox.instance import free_port  # noqa: F401  (tests import it from here)
 
 IMAGE = Path(__file__).resolve().parents[2] / "vm-image" / "out"
 BOOT_TIMEOUT = 180.0  # seconds from start to the guest's "ready" line, under TCG
@@ -25,11 +25,6 @@ def image_or_skip() -> Path:
     pytest.skip(f"{IMAGE}/toolbox.iso is missing (make -C vm-image)")
     raise AssertionError("unreachable: pytest.skip raises")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_minimal_cidata(path: Path) -> None:

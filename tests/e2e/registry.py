@@ -18,7 +18,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from toolbox.instance import free_port  # noqa: F401  (tests import it from here)
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 BUSYBOX = "/bin/busybox"
@@ -49,11 +49,6 @@ APPLETS = ["sh", "ash", "echo", "ls", "cat", "sleep", "true", "false", "env", "i
            "tail", "grep", "sed", "awk", "vi", "kill", "pwd", "whoami", "wc", "chmod", "ln", "sort", "tee", "yes"]
 CREATED = "2026-01-01T00:00:00Z"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RegistryServer:

@@ -24,6 +24,7 @@ from toolbox.accel import detect_accel
 from toolbox.drivers.base import VMSpec, VMState
 from toolbox.drivers.libvirt.driver import LibvirtDriver
 from toolbox.errors import DriverError
+from toolbox.instance import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 
@@ -38,11 +39,6 @@ def _image_or_skip() -> Path:
         pytest.fail(f"{IMAGE}/toolbox.iso is missing; build it with: make -C vm-image")
     pytest.skip(f"{IMAGE}/toolbox.iso is missing (make -C vm-image)")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_cidata(path: Path) -> None:
@@ -65,7 +61,7 @@ def _spec(root: Path, name: str, image: Path | None = None) -> VMSpec:
         name=name, instance_dir=root, arch="x86_64", cpus=1, memory_mib=768, disk_size_gib=2,
         iso=image / "toolbox.iso", kernel=image / "vmlinuz", initrd=image / "initrd",
         kernel_cmdline=cmdline, cidata=root / "cidata.iso", data_disk=root / "disk.qcow2",
-        ssh_port=_free_port(), accel=detect_accel("x86_64"), serial_log=root / "serial.log",
+        ssh_port=free_port(), accel=detect_accel("x86_64"), serial_log=root / "serial.log",
     )  # fmt: skip
 
 

@@ -20,22 +20,18 @@ import pytest
 from toolbox import ssh
 from toolbox.errors import GuestTimeout, HostKeyMismatch, SSHError
 from toolbox.keys import generate_ed25519, write_keypair
+from toolbox.instance import free_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(not Path(SSHD).exists() or os.geteuid() != 0, reason="needs openssh-server, as root")
 USER = "root"  # the test sshd logs in the user running the tests
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class Server:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         host = generate_ed25519("test-host")
         write_keypair(host, root / "host_key", root / "host_key.pub")
         self.host_pub = root / "host_key.pub"
@@ -108,7 +104,7 @@ def test_wrong_login_key_is_refused_without_password(server: Server, tmp_path: P
 
 def test_wait_for_ssh_times_out_on_closed_port(server: Server) -> None:
     with pytest.raises(GuestTimeout):
-        ssh.wait_for_ssh("127.0.0.1", _free_port(), server.key, server.host_pub, 1.5, user=USER)
+        ssh.wait_for_ssh("127.0.0.1", free_port(), server.key, server.host_pub, 1.5, user=USER)
 
 
 def _serve_ping(path: Path) -> socket.socket:
