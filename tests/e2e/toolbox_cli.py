@@ -51,8 +51,17 @@ class Toolbox:
         proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout,
                               input=input, stdin=None if input is not None else subprocess.DEVNULL)
         if check and proc.returncode != 0:
-            raise AssertionError(f"toolbox {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(f"toolbox {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+                                 f"{self.console_tail()}")
         return proc
+
+    def console_tail(self, lines: int = 80) -> str:
+        """The end of the guest's serial console, for a failure message (CI keeps nothing else)."""
+        try:
+            text = (self.instance_dir / "serial.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n--- the guest console's last lines ---\n" + "\n".join(text.splitlines()[-lines:])
 
     def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a shell command in the guest (as the `toolbox` user; sudo is passwordless)."""
