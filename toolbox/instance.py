@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 Step = Callable[[str], None]  # tells the user what is happening now (the CLI's spinner)
 
 GUEST_DOCKER_SOCKET = "/run/toolbox/docker.sock"
+GUEST_AGENT_LOG = "/var/log/toolbox-agent.log"  # a link to the data disk's copy (vm-image init)
 BOOT_TIMEOUT = float(os.environ.get("TOOLBOX_BOOT_TIMEOUT", "240"))  # TCG boots are slow
 AGENT_TIMEOUT = 90.0
 AGENT_POLL = 0.2  # seconds between /_ping tries: each is one channel on the open SSH connection
@@ -278,8 +279,20 @@ def wait_for_agent(client: paramiko.SSHClient, timeout: float = AGENT_TIMEOUT) -
         except SSHError as exc:
             last = exc.message
         time.sleep(AGENT_POLL)
-    raise GuestTimeout(f"the guest agent did not answer /_ping within {timeout:g} s ({last})",
-                       hint="look inside with: toolbox ssh -- sudo journalctl -b, or toolbox logs")
+    raise GuestTimeout(f"the guest agent did not answer /_ping within {timeout:g} s ({last}){_agent_log_tail(client)}",
+                       hint=f"look inside with: toolbox ssh -- tail -n 100 {GUEST_AGENT_LOG}, "
+                            "or see the console with: toolbox logs")
+
+
+def _agent_log_tail(client: paramiko.SSHClient, lines: int = 15) -> str:
+    """The end of the guest agent's log, to show why it did not answer (best effort)."""
+    from toolbox import ssh
+
+    try:
+        code, out, _ = ssh.run(client, f"tail -n {lines} {GUEST_AGENT_LOG}", timeout=10.0)
+    except SSHError:
+        return ""
+    return f"; the agent's log ends:\n{out.rstrip()}" if code == 0 and out.strip() else ""
 
 
 def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, client: paramiko.SSHClient | None = None) -> None:
