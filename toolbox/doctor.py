@@ -3,9 +3,9 @@
 Each check is a small function returning Checks; none raises for what it finds (a
 ToolboxError becomes a failed check with its message and hint). Checks that need the
 VM running are skipped, with the reason, when it is not: one root cause, one line.
-The clock check asks the guest agent (POST /toolbox/v1/clock: it measures the drift and
-steps the guest clock when it exceeds 100 ms); an agent without that route is asked
-over SSH for `date +%s.%N` instead, the host's time taken at the middle of the round trip.
+The clock check reads the guest agent's clock as the host agent does (hostagent/clock.py:
+the drift measured over a round trip, the guest clock stepped when surely over 100 ms); an
+agent without that route is asked over SSH for `date +%s.%N` instead, the same way.
 """
 
 from __future__ import annotations
@@ -194,12 +194,14 @@ def forwards(ipaths: pathmod.InstancePaths, name: str) -> list[Check]:
 
 def clock(ipaths: pathmod.InstancePaths, cfg: object, name: str) -> Check:
     from toolbox.engine.client import EngineClient
+    from toolbox.hostagent.clock import read_and_step
 
     client = EngineClient(ipaths.docker_socket, name)
     try:
-        doc = client.json("POST", "/toolbox/v1/clock", body={"unix_ns": time.time_ns()})
-        drift, how = float(doc["drift_ms"]), "the guest agent"
-        stepped = bool(doc.get("stepped"))
+        reading = read_and_step(lambda method, path, body: client.json(method, path, body=body))
+        drift, how, stepped = reading.drift_ms, "the guest agent", reading.stepped
+    except ValueError as exc:
+        return fail("clock", str(exc), f"restart the VM: toolbox restart -n {name}")
     except EngineError as exc:
         if exc.status != 404:
             return fail("clock", exc.message, f"restart the VM: toolbox restart -n {name}")

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_guest import GUEST_IP, FakeGuest, FakeLink
@@ -212,19 +213,51 @@ def test_reconnects_resubscribes_and_reconciles(guest: FakeGuest, agent: Agent) 
     srv.close()
 
 
-def test_clock_route_steps_only_past_100_ms(guest: FakeGuest) -> None:
+def test_clock_route_reads_and_steps_only_past_100_ms(guest: FakeGuest) -> None:
     http = GuestHTTP(FakeLink(guest.socket), "/run/toolbox/docker.sock")
-    status, body = http.call("POST", "/toolbox/v1/clock", {"unix_ns": time.time_ns() - 3600 * 10**9})
-    assert status == 200 and body["stepped"] is True and 3599e3 < body["drift_ms"] < 3601e3
+    before = time.time_ns()
+    status, body = http.call("GET", "/toolbox/v1/clock")
+    assert status == 200 and before <= body["unix_ns"] <= time.time_ns()
+    status, body = http.call("POST", "/toolbox/v1/clock", {"adjust_ns": 3600 * 10**9})
+    assert status == 200 and body == {"drift_ms": -3600e3, "stepped": True}
+    assert len(guest.clock_set) == 1 and abs(guest.clock_set[0] - time.time_ns() - 3600 * 10**9) < 10**9
+    status, body = http.call("POST", "/toolbox/v1/clock", {"adjust_ns": -50_000_000})
+    assert status == 200 and body == {"drift_ms": 50.0, "stepped": False}
     assert len(guest.clock_set) == 1
-    status, body = http.call("POST", "/toolbox/v1/clock", {"unix_ns": time.time_ns()})
-    assert status == 200 and body["stepped"] is False and abs(body["drift_ms"]) < 100
-    assert len(guest.clock_set) == 1
-    for bad in ({"unix_ns": "now"}, {}, {"unix_ns": True}, [1]):
+    for bad in ({"adjust_ns": "now"}, {}, {"adjust_ns": True}, {"adjust_ns": 1.5}, [1]):
         status, body = http.call("POST", "/toolbox/v1/clock", bad)
-        assert status == 400 and "unix_ns" in body["message"] or "object" in body["message"]
+        assert status == 400 and ("adjust_ns" in body["message"] or "object" in body["message"]), body
     status, body = http.call("POST", "/toolbox/v1/udp/99999")
     assert status == 400 and body == {"message": "invalid port: '99999'"}
+
+
+def test_clock_steps_only_a_drift_the_round_trip_cannot_explain() -> None:
+    """The guest's time belongs to the middle of the round trip, give or take half of it."""
+    from toolbox.hostagent.clock import ClockReading, read_and_step
+
+    def guest(guest_ns: int, trip_ns: int) -> tuple[list[tuple[str, Any]], Any, Any]:
+        calls: list[tuple[str, Any]] = []
+        host = iter([100 * 10**9, 100 * 10**9 + trip_ns])  # the host's clock before and after the GET
+
+        def call(method: str, path: str, body: Any) -> Any:
+            calls.append((method, body))
+            return {"unix_ns": guest_ns} if method == "GET" else {"stepped": True}
+        return calls, call, lambda: next(host)
+
+    # a right clock read over a 4 s round trip: 1.5 s "off" is within the trip's ±2 s, no step
+    calls, call, now = guest(100 * 10**9 + 3_500_000_000, 4 * 10**9)
+    assert read_and_step(call, now_ns=now) == ClockReading(1500.0, 2000.0, False)
+    assert calls == [("GET", None)]
+    # an hour behind, even over that slow trip: stepped by the drift measured at the middle
+    calls, call, now = guest(100 * 10**9 + 2 * 10**9 - 3600 * 10**9, 4 * 10**9)
+    assert read_and_step(call, now_ns=now) == ClockReading(-3600e3, 2000.0, True)
+    assert calls == [("GET", None), ("POST", {"adjust_ns": 3600 * 10**9})]
+    # 150 ms off over a 20 ms trip: surely over 100 ms, stepped; step=False only measures
+    calls, call, now = guest(100 * 10**9 + 10_000_000 + 150_000_000, 20_000_000)
+    assert read_and_step(call, now_ns=now) == ClockReading(150.0, 10.0, True)
+    calls, call, now = guest(100 * 10**9 + 10_000_000 + 150_000_000, 20_000_000)
+    assert read_and_step(call, step=False, now_ns=now) == ClockReading(150.0, 10.0, False)
+    assert calls == [("GET", None)]
 
 
 def test_clock_keeper_syncs_at_start_on_request_and_after_a_host_sleep(guest: FakeGuest, tmp_path: Path,
