@@ -91,11 +91,14 @@ def build_agent(settings: Settings, images: Any = None) -> Agent:
 
 
 async def start(agent: Agent) -> asyncio.AbstractServer:
-    """Recover the containers' state, then listen on the API socket."""
+    """Recover the containers' state, listen on the API socket, then let restart policies run."""
     if agent.containers is not None:
         await agent.containers.recover()
     headers = {"Server": "toolbox-agent", "Api-Version": system_api.API_VERSION, "Ostype": "linux"}
-    return await Server(Router(agent.routes), headers).start_unix(str(agent.settings.socket))
+    server = await Server(Router(agent.routes), headers).start_unix(str(agent.settings.socket))
+    if agent.containers is not None:
+        agent.containers.restarts.release()
+    return server
 
 
 async def serve(settings: Settings) -> None:

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -510,6 +511,9 @@ class ContainerEngine:
 
     # ---- recovery after an agent restart ---------------------------------------------
     async def recover(self) -> None:
+        """Containers as the agent left them; restarts by policy wait for restarts.release()."""
+        began = time.monotonic()
+        self.restarts.hold()
         await self.network.recover()  # bridges and NAT first: containers may start again below
         for cdir in sorted(self.dir.iterdir()) if self.dir.is_dir() else []:
             try:
@@ -532,7 +536,8 @@ class ContainerEngine:
                 link.task = asyncio.ensure_future(self._pump(c, link))
             else:
                 self.restarts.at_boot(c)
-        log.info("recovered %d containers (%d running)", len(self.containers), len(self.links))
+        log.info("recovered %d containers (%d running) in %.1f s", len(self.containers), len(self.links),
+                 time.monotonic() - began)
 
     async def _connect_once(self, c: Container) -> Link:
         try:

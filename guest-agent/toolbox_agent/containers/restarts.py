@@ -37,6 +37,16 @@ class RestartManager:
         self.engine = engine
         self.delays: dict[str, float] = {}  # in memory, as Docker's: an agent restart starts over
         self.pending: dict[str, asyncio.Task[None]] = {}
+        # Cleared while the agent recovers at start: restarts wait until the API answers,
+        # so a boot with restart-policy containers is not slower to serve /_ping.
+        self.serving = asyncio.Event()
+        self.serving.set()
+
+    def hold(self) -> None:
+        self.serving.clear()
+
+    def release(self) -> None:
+        self.serving.set()
 
     def after_exit(self, c: Container) -> bool:
         """The container exited on its own: schedule its restart if its policy says so."""
@@ -72,6 +82,7 @@ class RestartManager:
     async def _restart(self, c: Container, delay: float) -> None:
         try:
             await asyncio.sleep(delay)
+            await self.serving.wait()
         except asyncio.CancelledError:
             return
         self.pending.pop(c.id, None)

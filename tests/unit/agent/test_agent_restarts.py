@@ -81,3 +81,35 @@ def test_update_restart_policy_and_limits(agent) -> None:  # type: ignore[no-unt
     out = run(agent, "update", "--restart", "always", "auto")
     assert out.returncode == 1 and "Restart policy cannot be updated because AutoRemove is enabled" in out.stderr
     run(agent, "rm", "-f", "auto")
+
+
+def test_restarts_at_agent_start_wait_until_the_api_answers() -> None:
+    """recover() holds restarts by policy; start() releases them once the socket listens, so a
+    boot with restart-policy containers answers /_ping as soon as one without them."""
+    import asyncio
+
+    from toolbox_agent.containers.restarts import RestartManager
+
+    class Engine:
+        def __init__(self, c: Container) -> None:
+            self.containers = {c.id: c}
+            self.started: list[str] = []
+
+        async def start(self, cid: str, by_policy: bool = False) -> None:
+            self.started.append(cid)
+
+    async def scenario() -> tuple[list[str], list[str], str]:
+        c = _container("always", status="exited", started_at="2026-11-28T10:00:00Z")
+        engine = Engine(c)
+        restarts = RestartManager(engine)  # type: ignore[arg-type]
+        restarts.hold()
+        restarts.at_boot(c)
+        await asyncio.sleep(0.2)
+        held = list(engine.started)
+        status = c.state.status
+        restarts.release()
+        await asyncio.sleep(0.05)
+        return held, engine.started, status
+
+    held, started, status = asyncio.run(scenario())
+    assert held == [] and status == "restarting" and started == ["c" * 64]
