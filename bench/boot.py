@@ -58,11 +58,13 @@ def floor_initrd(workdir: Path) -> Path:
     return out
 
 
-def measure_floor(initrd: Path, memory_mb: int, cpus: int) -> float:
+def measure_floor(initrd: Path, memory_mb: int, cpus: int, image: Path | None = None) -> float:
+    """QEMU start -> exit for `image`'s kernel and command line (default IMAGE_OUT)."""
+    out = image or IMAGE_OUT
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", str(cpus),
             "-display", "none", "-serial", "null", "-no-reboot",
-            "-kernel", str(IMAGE_OUT / "vmlinuz"), "-initrd", str(initrd),
-            "-append", (IMAGE_OUT / "cmdline.txt").read_text().strip()]
+            "-kernel", str(out / "vmlinuz"), "-initrd", str(initrd),
+            "-append", (out / "cmdline.txt").read_text().strip()]
     start = time.monotonic()
     subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True, timeout=300)
     return time.monotonic() - start

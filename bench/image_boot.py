@@ -6,12 +6,27 @@ Each round: the floor (same kernel, same accelerator, memory and CPUs, a busybox
 that powers off at once), then the image booted as the host boots it. One unmeasured boot
 first formats the empty data disk, so every measured round mounts an existing one, as a
 user's every boot after the first does.
+
+`--ab OLD_OUT NEW_OUT` compares two builds of the image instead (vm-image/out, or copies of
+it): one warm-up boot each, then rounds of both, the order swapped each round, every boot
+right after a floor of its own; writes bench/results/image_ab.json:
+
+    .venv/bin/python bench/image_boot.py --ab /tmp/out-old vm-image/out --rounds 5
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from figures import Figure, Target
 from lab import BenchError, Lab
@@ -77,3 +92,108 @@ def run(lab: Lab, rounds: int, say: Callable[[str], None]) -> list[Figure]:
         Figure("image: idle memory, MemTotal − MemAvailable", "MiB", [b["idle_used_mb"] for b in boots], accel,
                target=Target("max", 64, 2), note="5 s after the agent answers; 1024 MiB guest"),
     ]
+
+
+# --- A/B: two builds of the image, alternated in one run ---------------------------------
+
+AB_RESULTS = Path(__file__).resolve().parent / "results" / "image_ab.json"
+
+
+def _init_uptimes(serial: str) -> dict[str, float]:
+    """Seconds since the kernel started at which the initramfs started, it mounted the root,
+    init mounted the data disk and started sshd: init's own log lines on the serial console."""
+    found = {}
+    for key, pattern in (("initramfs_up_s", r"\[toolbox-initramfs ([\d.]+)s\] initramfs started"),
+                         ("root_up_s", r"\[toolbox-initramfs ([\d.]+)s\] root mounted"),
+                         ("data_disk_up_s", r"\[toolbox-init ([\d.]+)s\] data disk"),
+                         ("sshd_up_s", r"\[toolbox-init ([\d.]+)s\] sshd started")):
+        m = re.search(pattern, serial)
+        if m:
+            found[key] = float(m.group(1))
+    return found
+
+
+def ab(images: dict[str, Path], rounds: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Boot each image `rounds` times, alternating which goes first, each boot right after a
+    floor of its own kernel: per boot sshd/floor, idle memory, init's uptimes."""
+    import boot
+    from image_helpers import GuestVM, KeyPair, create_disk, write_cidata
+
+    work = Path(tempfile.mkdtemp(prefix="toolbox-image-ab-"))
+    try:
+        login, host = KeyPair.generate("bench"), KeyPair.generate("root@bench")
+        cidata = work / "cidata.iso"
+        write_cidata(cidata, login, host, hostname="bench", uid=os.getuid() or 1000, gid=os.getgid() or 1000)
+        initrd = boot.floor_initrd(work)
+        disks = {name: create_disk(work / f"disk-{name}.qcow2") for name in images}
+
+        def one(name: str) -> dict[str, float]:
+            try:
+                floor = boot.measure_floor(initrd, MEMORY_MB, CPUS, images[name])
+            except subprocess.TimeoutExpired:  # seen once under load 13: a floor kernel that hung
+                say(f"{name}: the floor's QEMU hung (killed after 300 s); measuring it again")
+                floor = boot.measure_floor(initrd, MEMORY_MB, CPUS, images[name])
+            vm = GuestVM(work, "kernel", cidata=cidata, disk=disks[name], memory_mb=MEMORY_MB, cpus=CPUS,
+                         image=images[name])
+            try:
+                result = boot.measure_boot(vm, login)
+            except (SystemExit, AssertionError) as exc:
+                raise BenchError(f"{name}: boot failed: {exc}\n{vm.serial()[-1500:]}") from None
+            finally:
+                vm.kill()
+            return {"floor_s": floor, **result, "ratio": result["sshd_s"] / floor, **_init_uptimes(vm.serial())}
+
+        for name in images:
+            say(f"{name}: warm-up boot (formats its data disk)")
+            one(name)
+        samples: dict[str, list[dict[str, float]]] = {name: [] for name in images}
+        names = list(images)
+        for i in range(rounds):
+            for name in names if i % 2 == 0 else names[::-1]:
+                samples[name].append(s := one(name))
+                say(f"round {i + 1}/{rounds} {name}: floor {s['floor_s']:.2f} s, sshd {s['sshd_s']:.2f} s "
+                    f"({s['ratio']:.2f}x), agent {s['agent_ping_s']:.2f} s, idle {s['idle_used_mb']:.1f} MiB, "
+                    "uptime at initramfs/root/data disk/sshd "
+                    + "/".join(f"{s.get(k, float('nan')):.2f}" for k in ("initramfs_up_s", "root_up_s",
+                                                                       "data_disk_up_s", "sshd_up_s")))
+        return {"images": {n: str(p) for n, p in images.items()}, "rounds": rounds, "samples": samples,
+                "load_avg": os.getloadavg()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def summarize(result: dict[str, Any]) -> str:
+    samples = result["samples"]
+    a, b = list(samples)
+    lines = []
+    for name, boots in samples.items():
+        med = {k: statistics.median(s[k] for s in boots) for k in ("floor_s", "sshd_s", "ratio", "idle_used_mb")}
+        ratios = ", ".join(f"{s['ratio']:.2f}" for s in boots)
+        idle = ", ".join(f"{s['idle_used_mb']:.1f}" for s in boots)
+        lines.append(f"{name}: sshd/floor median {med['ratio']:.2f}x (each: {ratios}), sshd {med['sshd_s']:.2f} s, "
+                     f"floor {med['floor_s']:.2f} s, idle {med['idle_used_mb']:.1f} MiB (each: {idle})")
+    pairs = [y["sshd_s"] / x["sshd_s"] for x, y in zip(samples[a], samples[b])]
+    each = ", ".join(f"{r:.2f}" for r in pairs)
+    lines.append(f"{b}/{a} sshd per pair: {each}; median {statistics.median(pairs):.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A/B of two image builds: python bench/image_boot.py "
+                                     "--ab OLD_OUT NEW_OUT [--rounds N]")
+    parser.add_argument("--ab", nargs=2, type=Path, required=True, metavar=("OLD_OUT", "NEW_OUT"),
+                        help="two build output directories (vm-image/out or a copy of one)")
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    images = {"old": args.ab[0].resolve(), "new": args.ab[1].resolve()}
+    before = os.getloadavg()
+    result = ab(images, args.rounds, lambda line: print(line, flush=True))
+    result["load_avg_before"] = before
+    AB_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    AB_RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(summarize(result))
+    print(f"load average before {before[0]:.1f}, after {result['load_avg'][0]:.1f}; written to {AB_RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -75,6 +75,7 @@ class GuestVM:
     memory_mb: int = 1024
     cpus: int = 2
     rng: bool = True  # virtio-rng: without it sshd waits for the kernel's entropy
+    image: Path | None = None  # a build's output directory; None: IMAGE_OUT (vm-image/out)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
@@ -88,7 +89,8 @@ class GuestVM:
         return self.workdir / f"qmp-{self.mode}.sock"
 
     def argv(self) -> list[str]:
-        iso = IMAGE_OUT / "toolbox.iso"
+        out = self.image or IMAGE_OUT
+        iso = out / "toolbox.iso"
         argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(self.memory_mb), "-smp", str(self.cpus),
                 "-display", "none", "-serial", f"file:{self.serial_log}",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
@@ -97,8 +99,8 @@ class GuestVM:
         if self.rng:
             argv += ["-device", "virtio-rng-pci"]
         if self.mode == "kernel":
-            argv += ["-kernel", str(IMAGE_OUT / "vmlinuz"), "-initrd", str(IMAGE_OUT / "initrd"),
-                     "-append", (IMAGE_OUT / "cmdline.txt").read_text().strip(),
+            argv += ["-kernel", str(out / "vmlinuz"), "-initrd", str(out / "initrd"),
+                     "-append", (out / "cmdline.txt").read_text().strip(),
                      "-device", "virtio-scsi-pci",
                      "-drive", f"file={iso},media=cdrom,readonly=on,if=none,id=cd0",
                      "-device", "scsi-cd,drive=cd0"]
