@@ -50,7 +50,7 @@ build_squashfs() { # WORK
 	stamp "$work/rootfs"
 	# (mksquashfs refuses SOURCE_DATE_EPOCH beside the explicit times: these say it all.)
 	env -u SOURCE_DATE_EPOCH mksquashfs "$work/rootfs" "$work/iso/live/root.squashfs" -noappend -quiet -no-progress \
-		-comp xz -Xbcj x86 -b 512K -no-exports -processors 2 -reproducible \
+		-comp xz -Xbcj x86 -b 256K -no-exports -processors 2 -reproducible \
 		-mkfs-time "$SOURCE_DATE_EPOCH" -all-time "$SOURCE_DATE_EPOCH" >/dev/null
 }
 
