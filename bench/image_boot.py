@@ -145,18 +145,33 @@ def ab(images: dict[str, Path], rounds: int, say: Callable[[str], None]) -> dict
 
         for name in images:
             say(f"{name}: warm-up boot (formats its data disk)")
-            one(name)
+            try:
+                one(name)
+            except BenchError as exc:  # under heavy load TCG boots sometimes hang or panic early
+                say(f"{name}: warm-up failed ({str(exc).splitlines()[0]}); once more")
+                one(name)
         samples: dict[str, list[dict[str, float]]] = {name: [] for name in images}
         names = list(images)
+        failed: list[str] = []
         for i in range(rounds):
+            boots = {}
             for name in names if i % 2 == 0 else names[::-1]:
-                samples[name].append(s := one(name))
+                try:
+                    boots[name] = s = one(name)
+                except BenchError as exc:  # e.g. the kernel's early "IO-APIC + timer" panic under load
+                    failed.append(f"round {i + 1} {str(exc).splitlines()[0]}")
+                    say(f"round {i + 1}/{rounds}: {exc}")
+                    continue
                 say(f"round {i + 1}/{rounds} {name}: floor {s['floor_s']:.2f} s, sshd {s['sshd_s']:.2f} s "
                     f"({s['ratio']:.2f}x), agent {s['agent_ping_s']:.2f} s, idle {s['idle_used_mb']:.1f} MiB, "
                     "uptime at initramfs/root/data disk/sshd "
                     + "/".join(f"{s.get(k, float('nan')):.2f}" for k in ("initramfs_up_s", "root_up_s",
                                                                        "data_disk_up_s", "sshd_up_s")))
+            if len(boots) == len(names):  # only whole rounds: the comparison is pair by pair
+                for name in names:
+                    samples[name].append(boots[name])
         return {"images": {n: str(p) for n, p in images.items()}, "rounds": rounds, "samples": samples,
+                "failed": failed,
                 "load_avg": os.getloadavg()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -165,6 +180,8 @@ def ab(images: dict[str, Path], rounds: int, say: Callable[[str], None]) -> dict
 def summarize(result: dict[str, Any]) -> str:
     samples = result["samples"]
     a, b = list(samples)
+    if not samples[a]:
+        return f"no whole round: {'; '.join(result['failed'])}"
     lines = []
     for name, boots in samples.items():
         med = {k: statistics.median(s[k] for s in boots) for k in ("floor_s", "sshd_s", "ratio", "idle_used_mb")}
