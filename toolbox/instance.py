@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolbox import config as cfgmod
@@ -46,6 +47,7 @@ GUEST_AGENT_LOG = "/var/log/toolbox-agent.log"  # a link to the data disk's copy
 BOOT_TIMEOUT = float(os.environ.get("TOOLBOX_BOOT_TIMEOUT", "240"))  # TCG boots are slow
 AGENT_TIMEOUT = 90.0
 AGENT_POLL = 0.2  # seconds between /_ping tries: each is one channel on the open SSH connection
+SOCKET_POLL = 0.1  # seconds between /_ping tries through the host agent's socket
 UP_LOCK_TIMEOUT = BOOT_TIMEOUT + AGENT_TIMEOUT + 30.0  # a concurrent boot, to its end
 STOP_TIMEOUT = 30.0
 
@@ -111,7 +113,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether QEMU could listen on 127.0.0.1:`port` now. SO_REUSEADDR as QEMU's user
+    network sets it: the last boot's connections in TIME_WAIT do not make it taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True
@@ -295,13 +300,52 @@ def _agent_log_tail(client: paramiko.SSHClient, lines: int = 15) -> str:
     return f"; the agent's log ends:\n{out.rstrip()}" if code == 0 and out.strip() else ""
 
 
-def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, client: paramiko.SSHClient | None = None) -> None:
-    """Start the one process per running VM that serves paths.docker_socket over SSH."""
+def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, boot_timeout: float = 0.0) -> None:
+    """Start the one process per running VM that serves paths.docker_socket over SSH
+    (`boot_timeout` > 0: the VM is booting, its first login waits for the guest's sshd)."""
     from toolbox import hostagent
 
     paths.check_socket_path(paths.docker_socket)
     hostagent.start(paths.docker_socket, paths.hostagent_pid, paths.hostagent_log,
-                    cfg.ssh_port, paths.ssh_key, paths.host_pubkey, state_file=paths.hostagent_state)
+                    cfg.ssh_port, paths.ssh_key, paths.host_pubkey, state_file=paths.hostagent_state,
+                    boot_timeout=boot_timeout)
+
+
+def ping_socket(path: Path, timeout: float = 5.0) -> bool:
+    """Whether GET /_ping through the docker socket `path` answers 200 OK now."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: toolbox\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+    except OSError:
+        return False
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b" ", 2)[1:2] == [b"200"] and body.strip() == b"OK"
+
+
+def wait_for_docker_socket(paths: InstancePaths, alive: Callable[[], None], timeout: float = AGENT_TIMEOUT) -> None:
+    """Until the guest agent answers /_ping through the host agent's socket: then a docker
+    command works. `alive()` is asked every second (the VM still runs), and the host agent
+    must still be there."""
+    from toolbox import hostagent
+
+    deadline = time.monotonic() + timeout
+    asked = 0.0
+    while time.monotonic() < deadline:
+        if ping_socket(paths.docker_socket):
+            return
+        if time.monotonic() - asked >= 1.0:
+            asked = time.monotonic()
+            alive()
+            if hostagent.read_pid(paths.hostagent_pid) is None:
+                raise ToolboxError(f"the host agent exited while the guest booted (see {paths.hostagent_log})")
+        time.sleep(SOCKET_POLL)
+    raise GuestTimeout(f"the guest agent did not answer /_ping through {paths.docker_socket} within {timeout:g} s",
+                       hint=f"see {paths.hostagent_log}, and the console with: toolbox logs")
 
 
 def _stop_host_agent(paths: InstancePaths) -> None:
@@ -312,9 +356,7 @@ def _stop_host_agent(paths: InstancePaths) -> None:
 
 
 def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step, accel: str | None) -> None:
-    """Start (or resume) the VM and wait until SSH and the agent answer."""
-    from toolbox import ssh
-
+    """Start (or resume) the VM and wait until docker.sock answers through the host agent."""
     spec = spec_for(cfg, paths, driver)
     state = driver.status(spec).state
     log_start = _log_size(paths)
@@ -322,10 +364,11 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
         raise DriverError(driver.name, f"the hypervisor has no VM for {cfg.name!r}",
                           hint=f"recreate it: toolbox delete -f -n {cfg.name} && toolbox init -n {cfg.name}")
     resumed = state is VMState.SUSPENDED and isinstance(driver, Suspendable)
+    booting = not resumed and state is not VMState.RUNNING
     if resumed:
         step("resuming the VM")
         driver.resume(spec)
-    elif state is not VMState.RUNNING:
+    elif booting:
         shares.check_host_folders(cfg)
         _ensure_port(paths, cfg, driver, step)
         step("checking the accelerator")
@@ -333,16 +376,40 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
         step(f"starting the VM ({driver.name}, {spec.accel})")
         driver.start(spec)
         paths.booted_accel.write_text(spec.accel + "\n")  # what `toolbox info` shows
-    step(f"waiting for SSH on 127.0.0.1:{cfg.ssh_port}")
-    client = ssh.wait_for_ssh("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey,
-                              BOOT_TIMEOUT, alive=_alive_check(paths, cfg, driver, log_start))
+    alive = _alive_check(paths, cfg, driver, log_start)
     try:
+        if booting:
+            # Started with the VM, the host agent's start-up and its login overlap the
+            # guest's boot instead of following it.
+            step("starting the host agent")
+            _start_host_agent(paths, cfg, boot_timeout=BOOT_TIMEOUT)
+        _login_and_prepare(paths, cfg, driver, step, alive, late_host_agent=not booting, resumed=resumed)
+        step("waiting for the guest agent")
+        wait_for_docker_socket(paths, alive)
+    except ToolboxError:
+        if booting:
+            _best_effort(lambda: _stop_host_agent(paths))
+        raise
+
+
+def _login_and_prepare(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
+                       alive: Callable[[], None], *, late_host_agent: bool, resumed: bool) -> None:
+    """Log in with the pinned host key (a mismatch is refused here, with its message);
+    after a resume or on a running VM, also what needs the guest agent before the host
+    agent is (re)started: the shares mounted again."""
+    from toolbox import ssh
+
+    step(f"waiting for SSH on 127.0.0.1:{cfg.ssh_port}")
+    client = ssh.wait_for_ssh("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey, BOOT_TIMEOUT, alive=alive)
+    try:
+        if not late_host_agent:
+            return
         step("waiting for the guest agent")
         wait_for_agent(client)
         if resumed:
             shares.remount_after_resume(paths, cfg, driver)
         step("starting the host agent")
-        _start_host_agent(paths, cfg, client)
+        _start_host_agent(paths, cfg)
     finally:
         client.close()
 

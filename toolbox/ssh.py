@@ -12,9 +12,11 @@ guest (how the host reaches the guest agent's /run/toolbox/docker.sock).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
+import selectors
 import signal
 import socket
 import sys
@@ -30,8 +32,13 @@ from paramiko.message import Message
 from toolbox.errors import GuestTimeout, HostKeyMismatch, SSHError
 
 USER = "toolbox"
-PROBE_TIMEOUT = 2.0  # seconds one banner probe waits (a probe made before the guest's NIC
-# was up stalls in QEMU's retransmits; a new one gets through)
+PROBE_TIMEOUT = 6.0  # seconds one banner probe waits: sshd forks and execs a child per
+# connection, which takes seconds on a loaded TCG guest; a probe made before the guest's
+# NIC was up stalls in QEMU's retransmits, but a later one (below) goes past it
+PROBE_EVERY = 0.25  # seconds from a probe's end (refused, reset: sshd not there yet) to the next
+PROBE_STAGGER = 1.0  # seconds before another probe joins those that still wait
+MAX_PROBES = 3  # each probe sshd accepts costs the guest a fork and an exec: never a crowd
+ALIVE_EVERY = 1.0  # seconds between wait_for_ssh's questions whether the VM still runs
 
 # While a guest boots, every failed try makes paramiko log a traceback at ERROR level;
 # those failures are expected and reported by us. `--debug` (a root handler) still shows them.
@@ -76,16 +83,20 @@ class PinnedHostKey(paramiko.MissingHostKeyPolicy):
 
 
 def connect(
-    host: str, port: int, key_path: Path, host_pubkey: Path, timeout: float = 10.0, user: str = USER
+    host: str, port: int, key_path: Path, host_pubkey: Path, timeout: float = 10.0, user: str = USER,
+    sock: socket.socket | None = None,
 ) -> paramiko.SSHClient:
-    """An authenticated client; SSHError (or HostKeyMismatch) when that fails."""
+    """An authenticated client; SSHError (or HostKeyMismatch) when that fails.
+
+    `sock`: a TCP connection to (host, port) already made (wait_for_ssh's probe that saw
+    the banner), used instead of a new one."""
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(PinnedHostKey(host_pubkey))
     try:
         pkey = paramiko.Ed25519Key.from_private_key_file(str(key_path))
         client.connect(
             host, port=port, username=user, pkey=pkey, timeout=timeout, banner_timeout=timeout,
-            auth_timeout=timeout, allow_agent=False, look_for_keys=False,
+            auth_timeout=timeout, allow_agent=False, look_for_keys=False, sock=sock,
         )
     except HostKeyMismatch:
         client.close()
@@ -112,6 +123,72 @@ def banner_seen(host: str, port: int, timeout: float) -> bool:
         return False
 
 
+class _Probes:
+    """Banner probes that overlap a little: a probe that ended (the guest refused it: its
+    sshd is not there yet) is followed by the next after PROBE_EVERY; one that still waits
+    gets a companion after PROBE_STAGGER, so a probe stalled in QEMU's retransmits (made
+    before the guest's NIC was up) no longer hides for PROBE_TIMEOUT the banner a later
+    one sees at once. Never more than MAX_PROBES: sshd forks and execs a child for each
+    connection it accepts, slow under TCG, and a crowd of them delays its banner further.
+    The banner is peeked (MSG_PEEK), not read: the winning connection is handed to
+    paramiko as it is, sparing the guest's sshd a second connection (a fork and an exec,
+    slow under TCG)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.address = (host, port)
+        self.selector = selectors.DefaultSelector()
+        self.opened: dict[socket.socket, float] = {}
+        self.last_open = 0.0
+
+    def poll(self, wait: float) -> socket.socket | None:
+        """A connection whose peer sent "SSH-" within `wait` seconds, or None."""
+        now = time.monotonic()
+        since = now - self.last_open
+        if (not self.opened and since >= PROBE_EVERY) or (len(self.opened) < MAX_PROBES and since >= PROBE_STAGGER):
+            self._open(now)
+        for key, _ in self.selector.select(timeout=min(wait, PROBE_EVERY)):
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            try:
+                head = sock.recv(4, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue  # still connecting: writable, nothing to read yet
+            except OSError:
+                head = b""
+            if head.startswith(b"SSH-"):
+                self._drop(sock, close=False)
+                sock.setblocking(True)
+                return sock
+            if len(head) < 4 and head and b"SSH-".startswith(head):
+                continue  # a partial banner: the rest follows
+            self._drop(sock)  # refused, reset or EOF: the guest's sshd is not there yet
+        for sock, since in list(self.opened.items()):
+            if time.monotonic() - since > PROBE_TIMEOUT:
+                self._drop(sock)
+        return None
+
+    def _open(self, now: float) -> None:
+        self.last_open = now
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex(self.address)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+            sock.close()
+            return
+        self.opened[sock] = now
+        self.selector.register(sock, selectors.EVENT_READ)
+
+    def _drop(self, sock: socket.socket, close: bool = True) -> None:
+        self.opened.pop(sock, None)
+        self.selector.unregister(sock)
+        if close:
+            sock.close()
+
+    def close(self) -> None:
+        for sock in list(self.opened):
+            self._drop(sock)
+        self.selector.close()
+
+
 def wait_for_ssh(
     host: str, port: int, key_path: Path, host_pubkey: Path, timeout: float,
     alive: Any = None, user: str = USER,
@@ -120,27 +197,31 @@ def wait_for_ssh(
 
     While the guest boots, QEMU's user network accepts the TCP connection at once and
     then stalls or drops it, so a full paramiko connect could sit in its banner timeout
-    long after sshd came up. Instead a cheap raw probe (short timeout, tried often) waits
-    for the banner, and only then does the real login, with generous time limits (key
-    exchange is slow under TCG). A host key mismatch ends the wait at once. `alive()`
-    (optional) is asked between tries, so a VM that died is reported now.
+    long after sshd came up. Instead cheap raw probes (_Probes) wait for the banner, and
+    only then does the real login, on the probe's connection, with generous time limits
+    (key exchange is slow under TCG). A host key mismatch ends the wait at once.
+    `alive()` (optional) is asked between tries, so a VM that died is reported now.
     """
     deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if banner_seen(host, port, PROBE_TIMEOUT):
-            try:
-                left = max(1.0, deadline - time.monotonic())
-                return connect(host, port, key_path, host_pubkey, timeout=min(30.0, left), user=user)
-            except HostKeyMismatch:
-                raise
-            except SSHError as exc:
-                last = exc.message
-        else:
-            last = "no SSH banner yet"
-        if alive is not None:
-            alive()
-        time.sleep(0.25)
+    last = "no SSH banner yet"
+    probes = _Probes(host, port)
+    asked = 0.0
+    try:
+        while time.monotonic() < deadline:
+            sock = probes.poll(deadline - time.monotonic())
+            if sock is not None:
+                try:
+                    left = max(1.0, deadline - time.monotonic())
+                    return connect(host, port, key_path, host_pubkey, timeout=min(30.0, left), user=user, sock=sock)
+                except HostKeyMismatch:
+                    raise
+                except SSHError as exc:
+                    last = exc.message
+            if alive is not None and time.monotonic() - asked >= ALIVE_EVERY:
+                asked = time.monotonic()
+                alive()
+    finally:
+        probes.close()
     raise GuestTimeout(f"SSH did not answer within {timeout:g} s ({last})", hint="see the console with: toolbox logs")
 
 

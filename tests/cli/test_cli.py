@@ -236,7 +236,8 @@ def _fake_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
     monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
-    monkeypatch.setattr(instance, "_start_host_agent", lambda *a: None)  # no real SSH to serve
+    monkeypatch.setattr(instance, "_start_host_agent", lambda *a, **k: None)  # no real SSH to serve
+    monkeypatch.setattr(instance, "wait_for_docker_socket", lambda *a, **k: None)
 
 
 def test_up_moves_off_a_taken_port(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,14 +31,19 @@ def read_pid(pid_file: Path) -> int | None:
 
 
 def start(socket_path: Path, pid_file: Path, log_file: Path, ssh_port: int, key: Path, host_key: Path,
-          state_file: Path | None = None) -> int:
-    """Start the host agent (replacing a running one) and wait until its socket is there."""
+          state_file: Path | None = None, boot_timeout: float = 0.0) -> int:
+    """Start the host agent (replacing a running one) and wait until its socket is there.
+
+    `boot_timeout` > 0: the VM is still booting; the agent's first login waits up to that
+    long for the guest's sshd (it is started with the VM, so it is ready with the guest)."""
     stop(pid_file, socket_path)
     argv = [sys.executable, "-m", "toolbox.hostagent", "--socket", str(socket_path), "--ssh-port", str(ssh_port),
             "--key", str(key), "--host-key", str(host_key), "--guest-socket", GUEST_SOCKET,
             "--pid-file", str(pid_file)]  # fmt: skip
     if state_file is not None:
         argv += ["--state-file", str(state_file)]
+    if boot_timeout > 0:
+        argv += ["--boot-timeout", f"{boot_timeout:g}"]
     proc = spawn(argv, stdout=log_file)
     pid_file.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT

@@ -10,14 +10,20 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolbox.hostagent.clock import ClockKeeper, interval_from_env
 from toolbox.hostagent.forward import Forwarder, SSHLink
 from toolbox.hostagent.guest_http import GuestHTTP
 from toolbox.hostagent.portwatch import PortTable, PortWatcher
 from toolbox.hostagent.report import Report
-from toolbox.ssh import connect
+from toolbox.errors import GuestTimeout, SSHError
+from toolbox.ssh import connect, wait_for_ssh
+
+if TYPE_CHECKING:
+    import paramiko
 
 GUEST_SOCKET = "/run/toolbox/docker.sock"
 WATCH_EVERY = 5.0  # seconds between the watchdog's checks
@@ -35,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-file", type=Path, help="where to report the link, the ports and the clock")
     p.add_argument("--clock-interval", type=float, default=interval_from_env(),
                    help="seconds between periodic clock syncs (default: $TOOLBOX_CLOCK_INTERVAL or 60)")
+    p.add_argument("--boot-timeout", type=float, default=0.0,
+                   help="the VM is booting: the first login waits up to this long for its sshd")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("toolbox.hostagent")
 
-    link = SSHLink(lambda: connect("127.0.0.1", args.ssh_port, args.key, args.host_key, timeout=10.0))
+    link = SSHLink(_connector(args))
     forwarder = Forwarder(args.socket, args.guest_socket, link)
     forwarder.listen()
     stopping = threading.Event()
@@ -64,6 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     report.remove()
     log.info("stopped")
     return 0
+
+
+def _connector(args: argparse.Namespace) -> Callable[[], paramiko.SSHClient]:
+    """How the link logs in. Started with the VM (`toolbox up` starts us while the guest
+    boots, so our start-up and login overlap the boot), the first login waits for sshd
+    the way `toolbox up` does (banner probes; a plain connect would stall in QEMU's user
+    network); every later one is a plain connect."""
+    booting = [args.boot_timeout]
+
+    def login() -> paramiko.SSHClient:
+        wait, booting[0] = booting[0], 0.0
+        if wait <= 0:
+            return connect("127.0.0.1", args.ssh_port, args.key, args.host_key, timeout=10.0)
+        try:
+            return wait_for_ssh("127.0.0.1", args.ssh_port, args.key, args.host_key, wait)
+        except GuestTimeout as exc:
+            raise SSHError(exc.message) from None
+    return login
 
 
 def _watchdog(args: argparse.Namespace, forwarder: Forwarder, stopping: threading.Event, report: Report) -> None:

@@ -95,7 +95,8 @@ class ClockKeeper:
             if self._wanted.is_set() or self.mono() >= next_due:
                 self._wanted.clear()
                 next_due = self.mono() + self.interval
-                self.sync()
+                if not self.sync():
+                    self._wanted.set()  # the guest agent is not up yet (we start with the VM): next check
             self.stopping.wait(CHECK_EVERY)
 
     def sync(self) -> bool:

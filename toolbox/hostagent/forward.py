@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from toolbox.ssh import open_unix_socket
 
 log = logging.getLogger("toolbox.hostagent")
 CHUNK = 64 * 1024
+WARN_EVERY = 5.0  # seconds between repeats of "cannot reach the guest socket"
 
 Connector = Callable[[], paramiko.SSHClient]
 
@@ -139,6 +141,7 @@ class Forwarder:
     def __init__(self, local_path: Path, guest_path: str, link: SSHLink) -> None:
         self.local_path, self.guest_path, self.link = local_path, guest_path, link
         self._listener: socket.socket | None = None
+        self._warned = -WARN_EVERY
 
     def listen(self) -> None:
         """Bind the socket, mode 0600 in a 0700 directory (only the user may use docker)."""
@@ -170,7 +173,12 @@ class Forwarder:
         try:
             chan = self.link.open(self.guest_path)
         except (SSHError, OSError, EOFError, paramiko.SSHException) as exc:
-            log.warning("cannot reach the guest socket %s: %s", self.guest_path, exc)
+            # While the guest agent starts, `toolbox up` asks /_ping every 0.1 s: one line
+            # every few seconds says the same.
+            now = time.monotonic()
+            if now - self._warned > WARN_EVERY:
+                self._warned = now
+                log.warning("cannot reach the guest socket %s: %s", self.guest_path, exc)
             conn.close()
             return
         pump_pair(conn, chan)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+import paramiko
+
 from toolbox.errors import SSHError
 from toolbox.hostagent.forward import SSHLink
 from toolbox.hostagent.guest_http import CHANNEL_ERRORS, GuestHTTP
@@ -131,6 +133,13 @@ class PortWatcher:
             started = time.monotonic()
             try:
                 self._follow()
+            except paramiko.ChannelException:
+                # Nothing listens on the guest socket: the guest agent is starting (we start
+                # with the VM) or restarting. Try again soon, not after a growing backoff,
+                # so ports are followed as soon as it answers.
+                self.stopping.wait(BACKOFF_FIRST)
+                delay = BACKOFF_FIRST
+                continue
             except (*CHANNEL_ERRORS, ValueError) as exc:
                 log.warning("following the guest's ports failed: %s", exc)
             except Exception:  # noqa: BLE001 - a bug here must not end the reconnects
