@@ -6,6 +6,8 @@ docker.sock is a link to that agent's socket, as the host agent's would be."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,31 @@ def test_run_stdin_env_name_and_detach(cli: Any, engine: AgentThread) -> None:
     assert detached.stdout[:12] in table and "web" in table and "Up " in table
     again = cli("run", "--name", "web", "fake", "true")
     assert again.exit_code == 125 and 'The container name "/web" is already in use' in again.output
+    # `toolbox ps`'s fast path (no typer, no rich), as a user's shell runs it, prints
+    # what typer's path prints, byte for byte (taken before and after it: "Up 2 seconds"
+    # may tick in between)
+    for args in (["ps"], ["ps", "-a"], ["ps", "-aq"], ["ps", "--all", "--quiet", "-n", "default"]):
+        before = cli(*args).stdout
+        fast = subprocess.run([sys.executable, "-m", "toolbox", *args], capture_output=True, text=True, timeout=60)
+        assert fast.returncode == 0 and fast.stdout in (before, cli(*args).stdout), (fast.stdout, before)
+    assert detached.stdout[:12] in fast.stdout
+
+
+def test_ps_fast_path_takes_only_plain_ps() -> None:
+    from toolbox.cli import _ps_args
+
+    assert _ps_args(["ps"]) == ("default", False, False)
+    assert _ps_args(["ps", "-aq", "--instance", "dev"]) == ("dev", True, True)
+    assert _ps_args(["ps", "--name=dev", "-q"]) == ("dev", False, True)
+    for other in (["ps", "--help"], ["ps", "-n"], ["ps", "-ax"], ["ps", "--debug"], ["status"], []):
+        assert _ps_args(other) is None, other
+
+
+def test_ps_fast_path_says_why_without_an_instance(tmp_path: Path) -> None:
+    env = {**os.environ, "TOOLBOX_HOME": str(tmp_path)}
+    fast = subprocess.run([sys.executable, "-m", "toolbox", "ps", "-n", "nope"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert fast.returncode != 0 and "nope" in fast.stderr and fast.stdout == ""
 
 
 def test_ctrl_c_goes_to_the_container(cli: Any, engine: AgentThread) -> None:

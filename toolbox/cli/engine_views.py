@@ -10,6 +10,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from toolbox.cli.rows import PS_COLUMNS, ago, command, container_rows, human_size, ports, short_id
+
+__all__ = ["PS_COLUMNS", "ago", "command", "container_rows", "human_size", "ports", "short_id"]
+
 
 def stdout_console() -> Console:
     """Tables go to stdout; piped, they are never cut to 80 columns (scripts read them)."""
@@ -24,52 +28,10 @@ def table(*columns: str) -> Table:
     return t
 
 
-def human_size(n: float) -> str:
-    """Docker's SI sizes: 4.26MB, 1.2GB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
-        n /= 1000
-    return f"{n}B"
-
-
-def ago(unix: float, now: float | None = None) -> str:
-    """'3 minutes ago', as `docker ps` says it."""
-    secs = max(0, int((now or time.time()) - unix))
-    for size, unit in ((86400 * 365, "year"), (86400 * 30, "month"), (86400 * 7, "week"), (86400, "day"),
-                       (3600, "hour"), (60, "minute")):
-        if secs >= size:
-            count = secs // size
-            return f"{count} {unit}{'s' if count > 1 else ''} ago"
-    return "Less than a minute ago" if secs >= 1 else "Less than a second ago"
-
-
-def short_id(ident: str) -> str:
-    return ident.removeprefix("sha256:")[:12]
-
-
-def ports(doc: dict[str, Any]) -> str:
-    out = []
-    for p in doc.get("Ports") or []:
-        proto = p.get("Type", "tcp")
-        if p.get("PublicPort"):
-            out.append(f"{p.get('IP') or '0.0.0.0'}:{p['PublicPort']}->{p['PrivatePort']}/{proto}")
-        else:
-            out.append(f"{p['PrivatePort']}/{proto}")
-    return ", ".join(out)
-
-
-def command(doc: dict[str, Any], width: int = 20) -> str:
-    cmd = str(doc.get("Command") or "")
-    return f'"{cmd[:width - 1]}…"' if len(cmd) > width else f'"{cmd}"'
-
-
 def containers_table(docs: list[dict[str, Any]]) -> Table:
-    t = table("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")
-    for d in docs:
-        names = ",".join(n.lstrip("/") for n in d.get("Names") or [])
-        t.add_row(short_id(d["Id"]), d.get("Image", ""), command(d), ago(float(d.get("Created", 0))),
-                  d.get("Status", ""), ports(d), names)
+    t = table(*PS_COLUMNS)
+    for row in container_rows(docs):
+        t.add_row(*row)
     return t
 
 
