@@ -30,6 +30,7 @@ RESULTS = REPO / "bench" / "results" / "latest.json"
 BENCHMARKS: dict[str, str] = {  # name -> module; run in this order
     "image": "image_boot",
     "up": "cli_up",
+    "up-ab": "up_ab",  # toolbox up and ps: this tree vs BENCH_BASELINE's toolbox/, pairs alternated
     "docker": "docker_client",
     "docker-compare": "docker_compare",  # toolbox's engine vs dockerd, needs vm-image/out-docker
     "ports": "port_forward",  # the host agent's localhost port forward vs ssh -L
