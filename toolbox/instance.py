@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolbox import config as cfgmod
@@ -311,22 +310,6 @@ def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, boot_timeout: f
                     boot_timeout=boot_timeout)
 
 
-def ping_socket(path: Path, timeout: float = 5.0) -> bool:
-    """Whether GET /_ping through the docker socket `path` answers 200 OK now."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(path))
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: toolbox\r\n\r\n")
-            answer = b""
-            while chunk := sock.recv(4096):
-                answer += chunk
-    except OSError:
-        return False
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return head.split(b" ", 2)[1:2] == [b"200"] and body.strip() == b"OK"
-
-
 def wait_for_docker_socket(paths: InstancePaths, alive: Callable[[], None], timeout: float = AGENT_TIMEOUT) -> None:
     """Until the guest agent answers /_ping through the host agent's socket: then a docker
     command works. `alive()` is asked every second (the VM still runs), and the host agent
@@ -336,7 +319,7 @@ def wait_for_docker_socket(paths: InstancePaths, alive: Callable[[], None], time
     deadline = time.monotonic() + timeout
     asked = 0.0
     while time.monotonic() < deadline:
-        if ping_socket(paths.docker_socket):
+        if hostagent.answers_ping(paths.docker_socket):
             return
         if time.monotonic() - asked >= 1.0:
             asked = time.monotonic()
@@ -345,7 +328,8 @@ def wait_for_docker_socket(paths: InstancePaths, alive: Callable[[], None], time
                 raise ToolboxError(f"the host agent exited while the guest booted (see {paths.hostagent_log})")
         time.sleep(SOCKET_POLL)
     raise GuestTimeout(f"the guest agent did not answer /_ping through {paths.docker_socket} within {timeout:g} s",
-                       hint=f"see {paths.hostagent_log}, and the console with: toolbox logs")
+                       hint=f"look inside with: toolbox ssh -- tail -n 100 {GUEST_AGENT_LOG}; see {paths.hostagent_log}, "
+                            "and the console with: toolbox logs")
 
 
 def _stop_host_agent(paths: InstancePaths) -> None:
@@ -383,9 +367,14 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
             # guest's boot instead of following it.
             step("starting the host agent")
             _start_host_agent(paths, cfg, boot_timeout=BOOT_TIMEOUT)
-        _login_and_prepare(paths, cfg, driver, step, alive, late_host_agent=not booting, resumed=resumed)
-        step("waiting for the guest agent")
-        wait_for_docker_socket(paths, alive)
+        client = _login_and_prepare(paths, cfg, driver, step, alive, late_host_agent=not booting, resumed=resumed)
+        try:
+            step("waiting for the guest agent")
+            wait_for_docker_socket(paths, alive)
+        except GuestTimeout as exc:
+            raise GuestTimeout(exc.message + _agent_log_tail(client), hint=exc.hint) from None
+        finally:
+            client.close()
     except ToolboxError:
         if booting:
             _best_effort(lambda: _stop_host_agent(paths))
@@ -393,25 +382,28 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
 
 
 def _login_and_prepare(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
-                       alive: Callable[[], None], *, late_host_agent: bool, resumed: bool) -> None:
+                       alive: Callable[[], None], *, late_host_agent: bool, resumed: bool) -> paramiko.SSHClient:
     """Log in with the pinned host key (a mismatch is refused here, with its message);
     after a resume or on a running VM, also what needs the guest agent before the host
-    agent is (re)started: the shares mounted again."""
+    agent is (re)started: the shares mounted again. The client stays open for the
+    caller (to quote the agent's log if it does not answer)."""
     from toolbox import ssh
 
     step(f"waiting for SSH on 127.0.0.1:{cfg.ssh_port}")
     client = ssh.wait_for_ssh("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey, BOOT_TIMEOUT, alive=alive)
+    if not late_host_agent:
+        return client
     try:
-        if not late_host_agent:
-            return
         step("waiting for the guest agent")
         wait_for_agent(client)
         if resumed:
             shares.remount_after_resume(paths, cfg, driver)
         step("starting the host agent")
         _start_host_agent(paths, cfg)
-    finally:
+    except BaseException:
         client.close()
+        raise
+    return client
 
 
 def up(name: str, step: Step = _quiet, accel: str | None = None) -> InstanceConfig:

@@ -117,3 +117,30 @@ def test_host_agent_starts_stops_and_leaves_when_replaced(tmp_path: Path) -> Non
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
+
+
+def test_answers_ping_only_for_200_ok(tmp_path: Path) -> None:
+    """What `toolbox up` waits for through the host socket: 200 and the body OK, nothing less."""
+    import socket as socketmod
+    import threading
+
+    from toolbox.hostagent import answers_ping
+
+    def serve(path: Path, answer: bytes) -> None:
+        listener = socketmod.socket(socketmod.AF_UNIX)
+        listener.bind(str(path))
+        listener.listen(1)
+
+        def once() -> None:
+            conn, _ = listener.accept()
+            conn.recv(4096)
+            conn.sendall(answer)
+            conn.close()
+            listener.close()
+        threading.Thread(target=once, daemon=True).start()
+
+    serve(tmp_path / "ok.sock", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+    serve(tmp_path / "err.sock", b"HTTP/1.0 500 Internal Server Error\r\n\r\nOK")
+    assert answers_ping(tmp_path / "ok.sock")
+    assert not answers_ping(tmp_path / "err.sock")
+    assert not answers_ping(tmp_path / "missing.sock")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,22 @@ def start(socket_path: Path, pid_file: Path, log_file: Path, ssh_port: int, key:
             break
         time.sleep(0.05)
     raise ToolboxError(f"the host agent did not start (see {log_file})")
+
+
+def answers_ping(path: Path, timeout: float = 5.0) -> bool:
+    """Whether GET /_ping through the docker socket `path` answers 200 OK now."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: toolbox\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+    except OSError:
+        return False
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b" ", 2)[1:2] == [b"200"] and body.strip() == b"OK"
 
 
 def stop(pid_file: Path, socket_path: Path | None = None) -> None:

@@ -74,6 +74,7 @@ class ClockKeeper:
         self.http, self.report, self.stopping, self.interval = http, report, stopping, interval
         self.wall, self.mono = wall, mono
         self._wanted = threading.Event()
+        self.unreachable = False  # the last sync could not reach the guest agent
         self._wanted.set()  # at start
 
     def request(self, why: str = "") -> None:
@@ -95,16 +96,18 @@ class ClockKeeper:
             if self._wanted.is_set() or self.mono() >= next_due:
                 self._wanted.clear()
                 next_due = self.mono() + self.interval
-                if not self.sync():
+                if not self.sync() and self.unreachable:
                     self._wanted.set()  # the guest agent is not up yet (we start with the VM): next check
             self.stopping.wait(CHECK_EVERY)
 
     def sync(self) -> bool:
         """Measure the guest's clock once, stepping it if it is off; whether the agent answered."""
+        self.unreachable = False
         try:
             reading = read_and_step(self._call)
         except CHANNEL_ERRORS as exc:
             log.debug("clock sync failed (the link is down?): %s", exc)
+            self.unreachable = True
             return False
         except ValueError as exc:
             log.warning("clock sync: %s", exc)
