@@ -131,6 +131,11 @@ class SSHError(ToolboxError):
     """The guest's SSH server could not be reached or refused us."""
 
 
+class GuestSocketRefused(SSHError):
+    """The SSH link is fine, but nothing listens on the guest socket asked for (the guest
+    agent is starting or restarting): no reason to log in again."""
+
+
 class HostKeyMismatch(SSHError):
     def __init__(self, address: str, expected: str, actual: str) -> None:
         self.expected = expected

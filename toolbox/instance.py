@@ -46,7 +46,8 @@ GUEST_AGENT_LOG = "/var/log/toolbox-agent.log"  # a link to the data disk's copy
 BOOT_TIMEOUT = float(os.environ.get("TOOLBOX_BOOT_TIMEOUT", "240"))  # TCG boots are slow
 AGENT_TIMEOUT = 90.0
 AGENT_POLL = 0.2  # seconds between /_ping tries: each is one channel on the open SSH connection
-SOCKET_POLL = 0.1  # seconds between /_ping tries through the host agent's socket
+SOCKET_POLL = 0.2  # seconds between /_ping tries through the host agent's socket (each a
+# channel the guest's sshd serves while the agent starts: no faster)
 UP_LOCK_TIMEOUT = BOOT_TIMEOUT + AGENT_TIMEOUT + 30.0  # a concurrent boot, to its end
 STOP_TIMEOUT = 30.0
 
@@ -312,9 +313,11 @@ def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, boot_timeout: f
 
 def wait_for_docker_socket(paths: InstancePaths, alive: Callable[[], None], timeout: float = AGENT_TIMEOUT) -> None:
     """Until the guest agent answers /_ping through the host agent's socket: then a docker
-    command works. `alive()` is asked every second (the VM still runs), and the host agent
-    must still be there."""
+    command works. On a fresh boot the host agent's login is the only one, so its report
+    says whether the guest's host key was refused. `alive()` is asked every second (the
+    VM still runs), and the host agent must still be there."""
     from toolbox import hostagent
+    from toolbox.hostagent.report import read as read_report
 
     deadline = time.monotonic() + timeout
     asked = 0.0
@@ -324,6 +327,9 @@ def wait_for_docker_socket(paths: InstancePaths, alive: Callable[[], None], time
         if time.monotonic() - asked >= 1.0:
             asked = time.monotonic()
             alive()
+            link = read_report(paths.hostagent_state).get("ssh") or {}
+            if link.get("refused_host_key"):
+                raise SSHError(str(link.get("error")), hint=link.get("hint"))
             if hostagent.read_pid(paths.hostagent_pid) is None:
                 raise ToolboxError(f"the host agent exited while the guest booted (see {paths.hostagent_log})")
         time.sleep(SOCKET_POLL)
@@ -363,18 +369,17 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
     alive = _alive_check(paths, cfg, driver, log_start)
     try:
         if booting:
-            # Started with the VM, the host agent's start-up and its login overlap the
-            # guest's boot instead of following it.
+            # Started with the VM, the host agent's start-up overlaps the guest's boot, and
+            # its login (the pinned host key checked there) is the only one up makes.
             step("starting the host agent")
             _start_host_agent(paths, cfg, boot_timeout=BOOT_TIMEOUT)
-        client = _login_and_prepare(paths, cfg, driver, step, alive, late_host_agent=not booting, resumed=resumed)
+        else:
+            _login_and_prepare(paths, cfg, driver, step, alive, resumed=resumed)
+        step("waiting for the guest (SSH, then the guest agent)" if booting else "checking docker.sock")
         try:
-            step("waiting for the guest agent")
-            wait_for_docker_socket(paths, alive)
+            wait_for_docker_socket(paths, alive, BOOT_TIMEOUT + AGENT_TIMEOUT if booting else AGENT_TIMEOUT)
         except GuestTimeout as exc:
-            raise GuestTimeout(exc.message + _agent_log_tail(client), hint=exc.hint) from None
-        finally:
-            client.close()
+            raise GuestTimeout(exc.message + _agent_log_tail_now(paths, cfg), hint=exc.hint) from None
     except ToolboxError:
         if booting:
             _best_effort(lambda: _stop_host_agent(paths))
@@ -382,17 +387,13 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
 
 
 def _login_and_prepare(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
-                       alive: Callable[[], None], *, late_host_agent: bool, resumed: bool) -> paramiko.SSHClient:
-    """Log in with the pinned host key (a mismatch is refused here, with its message);
-    after a resume or on a running VM, also what needs the guest agent before the host
-    agent is (re)started: the shares mounted again. The client stays open for the
-    caller (to quote the agent's log if it does not answer)."""
+                       alive: Callable[[], None], *, resumed: bool) -> None:
+    """After a resume or on a running VM: log in (the pinned host key), wait for the guest
+    agent, mount the shares again (after a resume), then (re)start the host agent."""
     from toolbox import ssh
 
     step(f"waiting for SSH on 127.0.0.1:{cfg.ssh_port}")
     client = ssh.wait_for_ssh("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey, BOOT_TIMEOUT, alive=alive)
-    if not late_host_agent:
-        return client
     try:
         step("waiting for the guest agent")
         wait_for_agent(client)
@@ -400,10 +401,20 @@ def _login_and_prepare(paths: InstancePaths, cfg: InstanceConfig, driver: Driver
             shares.remount_after_resume(paths, cfg, driver)
         step("starting the host agent")
         _start_host_agent(paths, cfg)
-    except BaseException:
+    finally:
         client.close()
-        raise
-    return client
+
+
+def _agent_log_tail_now(paths: InstancePaths, cfg: InstanceConfig) -> str:
+    """_agent_log_tail over a login of its own (up's wait has none open): best effort."""
+    try:
+        client = connect(paths, cfg)
+    except SSHError:
+        return ""
+    try:
+        return _agent_log_tail(client)
+    finally:
+        client.close()
 
 
 def up(name: str, step: Step = _quiet, accel: str | None = None) -> InstanceConfig:

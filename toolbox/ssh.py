@@ -29,7 +29,7 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_OPEN
 from paramiko.message import Message
 
-from toolbox.errors import GuestTimeout, HostKeyMismatch, SSHError
+from toolbox.errors import GuestSocketRefused, GuestTimeout, HostKeyMismatch, SSHError
 
 USER = "toolbox"
 PROBE_TIMEOUT = 6.0  # seconds one banner probe waits: sshd forks and execs a child per
@@ -373,7 +373,7 @@ def open_unix_socket(transport: paramiko.Transport, path: str, timeout: float = 
     opened = t._channels.get(chanid)
     if opened is None:
         t.get_exception()  # clear the ChannelException paramiko saved for this refusal
-        raise SSHError(f"the guest refused a connection to {path} (is the agent running?)")
+        raise GuestSocketRefused(f"the guest refused a connection to {path} (is the agent running?)")
     return opened
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import paramiko
 
-from toolbox.errors import SSHError
+from toolbox.errors import GuestSocketRefused, SSHError
 from toolbox.ssh import open_unix_socket
 
 log = logging.getLogger("toolbox.hostagent")
@@ -74,7 +74,7 @@ class SSHLink:
         t = self.transport()
         try:
             return opener(t)
-        except paramiko.ChannelException:
+        except (paramiko.ChannelException, GuestSocketRefused):
             raise  # the guest refused this one channel (nothing listens there): the link is fine
         except (SSHError, OSError, EOFError, paramiko.SSHException):
             # one more try on a fresh connection: the old one may have died silently

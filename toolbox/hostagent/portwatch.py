@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import paramiko
 
-from toolbox.errors import SSHError
+from toolbox.errors import GuestSocketRefused, HostKeyMismatch, SSHError
 from toolbox.hostagent.forward import SSHLink
 from toolbox.hostagent.guest_http import CHANNEL_ERRORS, GuestHTTP
 from toolbox.hostagent.ports import LoopbackForward, TcpForward, UdpForward
@@ -31,6 +31,7 @@ EVENTS_PATH = "/events?filters=" + quote(json.dumps({"type": ["toolbox.port"]}))
 PORTS_PATH = "/toolbox/v1/ports"
 RETRY_EVERY = 5.0  # seconds between tries to bind a host port that was taken
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
+AGENT_RETRY = 1.0  # seconds between tries while the guest agent is not listening yet
 
 Key = tuple[str, int]  # (proto, host port)
 
@@ -118,7 +119,9 @@ class PortWatcher:
                 self.link.transport()
             except SSHError as exc:
                 lost_at = lost_at or time.monotonic()
-                self.report.update(ssh={"connected": False, "error": exc.message})
+                # `toolbox up` reads refused_host_key: a refused key is its error, not a wait
+                self.report.update(ssh={"connected": False, "error": exc.message,
+                                        "refused_host_key": isinstance(exc, HostKeyMismatch), "hint": exc.hint})
                 log.warning("cannot reach the guest over SSH (trying again in %.1f s): %s", delay, exc.message)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -133,11 +136,11 @@ class PortWatcher:
             started = time.monotonic()
             try:
                 self._follow()
-            except paramiko.ChannelException:
+            except (paramiko.ChannelException, GuestSocketRefused):
                 # Nothing listens on the guest socket: the guest agent is starting (we start
                 # with the VM) or restarting. Try again soon, not after a growing backoff,
                 # so ports are followed as soon as it answers.
-                self.stopping.wait(BACKOFF_FIRST)
+                self.stopping.wait(AGENT_RETRY)
                 delay = BACKOFF_FIRST
                 continue
             except (*CHANNEL_ERRORS, ValueError) as exc:
