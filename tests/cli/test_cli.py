@@ -256,6 +256,29 @@ def test_up_moves_off_a_taken_port(cli: Any, inited: Path, monkeypatch: pytest.M
     assert json.loads((inited / "fake-vm.json").read_text())["spec_port"] == new_port
 
 
+def test_up_reports_a_host_key_the_host_agent_refused(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fresh boot the host agent's login is up's only one: a refused host key comes to
+    up through the host agent's report, is up's error, and the host agent is stopped."""
+    paths = InstancePaths.for_name("default")
+    stand_in = subprocess.Popen(["sleep", "60"])  # the host agent's pid: up stops it (SIGTERM)
+    message = "the guest at 127.0.0.1:1 presented host key SHA256:b, not the pinned SHA256:a: refusing to connect"
+
+    def start(paths: InstancePaths, cfg: object, boot_timeout: float = 0.0) -> None:
+        assert boot_timeout > 0  # started with the VM, before the guest is up
+        paths.hostagent_pid.write_text(f"{stand_in.pid}\n")
+        paths.hostagent_state.write_text(json.dumps({"ssh": {
+            "connected": False, "error": message, "refused_host_key": True, "hint": "run 'toolbox delete'"}}))
+
+    monkeypatch.setattr(instance, "_start_host_agent", start)
+    try:
+        result = cli("up")
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert result.exit_code != 0 and "refusing to connect" in result.output and "toolbox delete" in result.output
+    assert not paths.hostagent_pid.exists()
+
+
 def test_ssh_to_a_stopped_instance(cli: Any, inited: Path) -> None:
     result = cli("ssh", "--", "true")
     assert result.exit_code == 1 and "is stopped" in result.output and "toolbox up" in result.output
