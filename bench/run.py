@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {  # name -> module; run in this order
     "ports": "port_forward",  # the host agent's localhost port forward vs ssh -L
     "shared-folder": "shared_folder",  # the shared home folder (9p) vs the guest's disk
     "network": "network",  # bridge vs loopback throughput, docker run -p vs without
+    "agent-ab": "agent_ab",  # the guest agent before/after a change (TOOLBOX_BENCH_AGENT_A), one VM
 }
 
 

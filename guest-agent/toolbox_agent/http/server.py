@@ -40,6 +40,8 @@ class Server:
     def __init__(self, router: Router, common_headers: dict[str, str] | None = None) -> None:
         self.router = router
         self.common_headers = common_headers or {}
+        # encoded once: h11 takes bytes as they are (str would be encoded per response)
+        self._common = {k.encode("latin-1"): v.encode("latin-1") for k, v in self.common_headers.items()}
         self._server: asyncio.AbstractServer | None = None
         self._trim: asyncio.TimerHandle | None = None
         self._last_end = 0.0
@@ -138,9 +140,9 @@ class Server:
             log.error("%s %s failed:\n%s", request.method, request.path, traceback.format_exc())
             return error_response(500, f"internal error: {exc or type(exc).__name__}")  # TimeoutError() says nothing
 
-    def _headers(self, extra: dict[str, str]) -> list[tuple[str, str]]:
-        merged = {**self.common_headers, **extra}
-        return [(k, v) for k, v in merged.items()]
+    def _headers(self, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        merged = {**self._common, **{k.encode("latin-1"): v.encode("latin-1") for k, v in extra.items()}}
+        return list(merged.items())
 
     async def _send(
         self,
@@ -266,19 +268,30 @@ async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamReader) -> None:
         dst.feed_data(data)
 
 
+_REASONS: dict[int, bytes] = {}
+
+
 def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+    phrase = _REASONS.get(status)
+    if phrase is None:
+        try:
+            phrase = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        _REASONS[status] = phrase
+    return phrase
 
 
 def _to_request(head: h11.Request, body: bytes) -> Request:
     target = head.target.decode("latin-1")
-    parts = urlsplit(target)
-    version, path = split_version(parts.path)
+    if target.startswith("/") and "#" not in target:  # origin-form, what clients send: no urlsplit
+        raw_path, _, raw_query = target.partition("?")
+    else:
+        parts = urlsplit(target)
+        raw_path, raw_query = parts.path, parts.query
+    version, path = split_version(raw_path)
     headers: dict[str, str] = {}
-    for name, value in head.headers:
-        headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-    query = parse_qs(parts.query, keep_blank_values=True)
+    for name, value in head.headers:  # h11 gives the names lowercased
+        headers[name.decode("latin-1")] = value.decode("latin-1")
+    query = parse_qs(raw_query, keep_blank_values=True) if raw_query else {}
     return Request(head.method.decode("ascii"), path, query, headers, body, version)

@@ -105,3 +105,14 @@ def test_idle_agent_has_no_ssl_or_libcrypto_yet_reaches_an_https_registry(tmp_pa
     # an insecure registry is tried over HTTPS first (unverified): it answered there
     assert (got["scheme"], got["verify"], got["ssl_after"]) == ("https", False, True)
     assert _V2.paths == ["/v2/"]
+
+
+def test_unverified_tls_context_loads_no_ca_store() -> None:
+    """An insecure registry's HTTPS try checks no certificate: its context must not load the
+    system's CA store (~2 MB the agent kept after every pull from such a registry)."""
+    import agent_harness  # noqa: F401  (puts guest-agent on sys.path)
+    from toolbox_agent.images.registry import RegistryClient
+
+    client = RegistryClient()
+    assert client._tls(False).cert_store_stats()["x509_ca"] == 0
+    assert client._tls(True).cert_store_stats()["x509_ca"] > 0  # a verified one still has them
