@@ -218,9 +218,9 @@ def clock(ipaths: pathmod.InstancePaths, cfg: object, name: str) -> Check:
 
 
 def ssh_drift_ms(ipaths: pathmod.InstancePaths, cfg: object) -> float:
-    from toolbox import instance, ssh
+    from toolbox import guest, ssh
 
-    client = instance.connect(ipaths, cfg)  # type: ignore[arg-type]
+    client = guest.connect(ipaths, cfg)  # type: ignore[arg-type]
     try:
         before = time.time()
         code, out, err = ssh.run(client, "date +%s.%N", timeout=30)

@@ -12,20 +12,19 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from toolbox import config as cfgmod
-from toolbox import shares
+from toolbox import guest, shares
 from toolbox.config import HostFacts, ImageRef, InstanceConfig, MountConfig
 from toolbox.drivers import get_driver
 from toolbox.drivers.base import Driver, Resettable, Suspendable, VMState
 from toolbox.errors import (
     ConfigError, DriverError, GuestTimeout, InstanceExists, InstanceNotRunning,
-    NotSupported, SSHError, ToolboxError,
+    NotSupported, ToolboxError,
 )
 from toolbox.lock import instance_lock
 from toolbox.mounts import list_problems as mount_list_problems
@@ -35,20 +34,12 @@ from toolbox.paths import InstancePaths
 from toolbox.state import guest_panicked, load, require, spec_for, vm_status
 
 if TYPE_CHECKING:
-    import paramiko
-
     from toolbox.images import CachedImage, ImageSource, ProgressHook
 
 Step = Callable[[str], None]  # tells the user what is happening now (the CLI's spinner)
 
-GUEST_DOCKER_SOCKET = "/run/toolbox/docker.sock"
-GUEST_AGENT_LOG = "/var/log/toolbox-agent.log"  # a link to the data disk's copy (vm-image init)
 BOOT_TIMEOUT = float(os.environ.get("TOOLBOX_BOOT_TIMEOUT", "240"))  # TCG boots are slow
-AGENT_TIMEOUT = 90.0
-AGENT_POLL = 0.2  # seconds between /_ping tries: each is one channel on the open SSH connection
-SOCKET_POLL = 0.2  # seconds between /_ping tries through the host agent's socket (each a
-# channel the guest's sshd serves while the agent starts: no faster)
-UP_LOCK_TIMEOUT = BOOT_TIMEOUT + AGENT_TIMEOUT + 30.0  # a concurrent boot, to its end
+UP_LOCK_TIMEOUT = BOOT_TIMEOUT + guest.AGENT_TIMEOUT + 30.0  # a concurrent boot, to its end
 STOP_TIMEOUT = 30.0
 
 
@@ -147,7 +138,7 @@ def _write_keys_and_drive(paths: InstancePaths, cfg: InstanceConfig, share_type:
 def _agent_settings(cfg: InstanceConfig) -> dict[str, object]:
     """agent.json on the config drive. With mirrors set, Docker Hub is tried only after
     them, as dockerd does; the guest agent reads these keys (guest-agent/README.md)."""
-    settings: dict[str, object] = {"docker_socket": GUEST_DOCKER_SOCKET}
+    settings: dict[str, object] = {"docker_socket": guest.GUEST_DOCKER_SOCKET}
     if cfg.insecure_registries:
         settings["insecure_registries"] = list(cfg.insecure_registries)
     if cfg.registry_mirrors:
@@ -261,90 +252,6 @@ def _alive_check(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, sinc
     return alive
 
 
-def connect(paths: InstancePaths, cfg: InstanceConfig, timeout: float = 10.0) -> paramiko.SSHClient:
-    """An SSH client to the running instance (instance key, pinned host key)."""
-    from toolbox import ssh
-
-    return ssh.connect("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey, timeout=timeout)
-
-
-def wait_for_agent(client: paramiko.SSHClient, timeout: float = AGENT_TIMEOUT) -> None:
-    """Until the guest agent answers GET /_ping on its socket with OK."""
-    from toolbox import ssh
-
-    transport = client.get_transport()
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline and transport is not None:
-        try:
-            code, body = ssh.http_get_unix(transport, GUEST_DOCKER_SOCKET, "/_ping")
-            if code == 200 and body.strip() == b"OK":
-                return
-            last = f"HTTP {code}"
-        except SSHError as exc:
-            last = exc.message
-        time.sleep(AGENT_POLL)
-    raise GuestTimeout(f"the guest agent did not answer /_ping within {timeout:g} s ({last}){_agent_log_tail(client)}",
-                       hint=f"look inside with: toolbox ssh -- tail -n 100 {GUEST_AGENT_LOG}, "
-                            "or see the console with: toolbox logs")
-
-
-def _agent_log_tail(client: paramiko.SSHClient, lines: int = 15) -> str:
-    """The end of the guest agent's log, to show why it did not answer (best effort)."""
-    from toolbox import ssh
-
-    try:
-        code, out, _ = ssh.run(client, f"tail -n {lines} {GUEST_AGENT_LOG}", timeout=10.0)
-    except SSHError:
-        return ""
-    return f"; the agent's log ends:\n{out.rstrip()}" if code == 0 and out.strip() else ""
-
-
-def _start_host_agent(paths: InstancePaths, cfg: InstanceConfig, boot_timeout: float = 0.0) -> None:
-    """Start the one process per running VM that serves paths.docker_socket over SSH
-    (`boot_timeout` > 0: the VM is booting, its first login waits for the guest's sshd)."""
-    from toolbox import hostagent
-
-    paths.check_socket_path(paths.docker_socket)
-    hostagent.start(paths.docker_socket, paths.hostagent_pid, paths.hostagent_log,
-                    cfg.ssh_port, paths.ssh_key, paths.host_pubkey, state_file=paths.hostagent_state,
-                    boot_timeout=boot_timeout)
-
-
-def wait_for_docker_socket(paths: InstancePaths, alive: Callable[[], None], timeout: float = AGENT_TIMEOUT) -> None:
-    """Until the guest agent answers /_ping through the host agent's socket: then a docker
-    command works. On a fresh boot the host agent's login is the only one, so its report
-    says whether the guest's host key was refused. `alive()` is asked every second (the
-    VM still runs), and the host agent must still be there."""
-    from toolbox import hostagent
-    from toolbox.hostagent.report import read as read_report
-
-    deadline = time.monotonic() + timeout
-    asked = 0.0
-    while time.monotonic() < deadline:
-        if hostagent.answers_ping(paths.docker_socket):
-            return
-        if time.monotonic() - asked >= 1.0:
-            asked = time.monotonic()
-            alive()
-            link = read_report(paths.hostagent_state).get("ssh") or {}
-            if link.get("refused_host_key"):
-                raise SSHError(str(link.get("error")), hint=link.get("hint"))
-            if hostagent.read_pid(paths.hostagent_pid) is None:
-                raise ToolboxError(f"the host agent exited while the guest booted (see {paths.hostagent_log})")
-        time.sleep(SOCKET_POLL)
-    raise GuestTimeout(f"the guest agent did not answer /_ping through {paths.docker_socket} within {timeout:g} s",
-                       hint=f"look inside with: toolbox ssh -- tail -n 100 {GUEST_AGENT_LOG}; see {paths.hostagent_log}, "
-                            "and the console with: toolbox logs")
-
-
-def _stop_host_agent(paths: InstancePaths) -> None:
-    """Stop the host agent started by _start_host_agent (pid in paths.hostagent_pid)."""
-    from toolbox import hostagent
-
-    hostagent.stop(paths.hostagent_pid, paths.docker_socket)
-
-
 def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step, accel: str | None) -> None:
     """Start (or resume) the VM and wait until docker.sock answers through the host agent."""
     spec = spec_for(cfg, paths, driver)
@@ -372,17 +279,17 @@ def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step,
             # Started with the VM, the host agent's start-up overlaps the guest's boot, and
             # its login (the pinned host key checked there) is the only one up makes.
             step("starting the host agent")
-            _start_host_agent(paths, cfg, boot_timeout=BOOT_TIMEOUT)
+            guest.start_host_agent(paths, cfg, boot_timeout=BOOT_TIMEOUT)
         else:
             _login_and_prepare(paths, cfg, driver, step, alive, resumed=resumed)
         step("waiting for the guest (SSH, then the guest agent)" if booting else "checking docker.sock")
         try:
-            wait_for_docker_socket(paths, alive, BOOT_TIMEOUT + AGENT_TIMEOUT if booting else AGENT_TIMEOUT)
+            guest.wait_for_docker_socket(paths, alive, BOOT_TIMEOUT + guest.AGENT_TIMEOUT if booting else guest.AGENT_TIMEOUT)
         except GuestTimeout as exc:
-            raise GuestTimeout(exc.message + _agent_log_tail_now(paths, cfg), hint=exc.hint) from None
+            raise GuestTimeout(exc.message + guest.agent_log_tail_now(paths, cfg), hint=exc.hint) from None
     except ToolboxError:
         if booting:
-            _best_effort(lambda: _stop_host_agent(paths))
+            _best_effort(lambda: guest.stop_host_agent(paths))
         raise
 
 
@@ -396,23 +303,11 @@ def _login_and_prepare(paths: InstancePaths, cfg: InstanceConfig, driver: Driver
     client = ssh.wait_for_ssh("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey, BOOT_TIMEOUT, alive=alive)
     try:
         step("waiting for the guest agent")
-        wait_for_agent(client)
+        guest.wait_for_agent(client)
         if resumed:
             shares.remount_after_resume(paths, cfg, driver)
         step("starting the host agent")
-        _start_host_agent(paths, cfg)
-    finally:
-        client.close()
-
-
-def _agent_log_tail_now(paths: InstancePaths, cfg: InstanceConfig) -> str:
-    """_agent_log_tail over a login of its own (up's wait has none open): best effort."""
-    try:
-        client = connect(paths, cfg)
-    except SSHError:
-        return ""
-    try:
-        return _agent_log_tail(client)
+        guest.start_host_agent(paths, cfg)
     finally:
         client.close()
 
@@ -435,7 +330,7 @@ def up(name: str, step: Step = _quiet, accel: str | None = None) -> InstanceConf
 
 
 def _stop(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, *, force: bool, timeout: float) -> None:
-    _stop_host_agent(paths)
+    guest.stop_host_agent(paths)
     driver.stop(spec_for(cfg, paths, driver), force=force, timeout=timeout)
 
 
@@ -486,12 +381,12 @@ def suspend(name: str) -> None:
         if state is not VMState.RUNNING:
             raise InstanceNotRunning(name, state.value)
         with shares.unmounted_while_saving(paths, cfg, driver):
-            _stop_host_agent(paths)
+            guest.stop_host_agent(paths)
             try:
                 driver.suspend(spec)
             except BaseException:
                 if vm_status(driver, spec).state is VMState.RUNNING:  # not saved: serve docker.sock again
-                    _best_effort(lambda: _start_host_agent(paths, cfg))
+                    _best_effort(lambda: guest.start_host_agent(paths, cfg))
                 raise
 
 
@@ -516,7 +411,7 @@ def delete(name: str) -> None:
         if cfg is not None:
             driver = get_driver(cfg.driver)
             spec = spec_for(cfg, paths, driver)
-            _stop_host_agent(paths)
+            guest.stop_host_agent(paths)
             if vm_status(driver, spec).state in (VMState.RUNNING, VMState.SUSPENDED):
                 driver.stop(spec, force=True, timeout=0)
             driver.delete(spec)
@@ -579,6 +474,6 @@ class UpgradeFailed(ToolboxError):
 
 
 __all__ = [
-    "InitOptions", "UpgradeResult", "connect", "delete", "down", "download", "init", "reset",
-    "restart", "resume", "suspend", "up", "upgrade", "wait_for_agent", "UpgradeFailed",
+    "InitOptions", "UpgradeResult", "delete", "down", "download", "init", "reset",
+    "restart", "resume", "suspend", "up", "upgrade", "UpgradeFailed",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from helpers_http import FileServer
 
-from toolbox import instance, ssh
+from toolbox import guest, instance, ssh
 from toolbox.lock import instance_lock
 from toolbox.paths import InstancePaths
 
@@ -235,9 +235,9 @@ def _fake_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
             pass
 
     monkeypatch.setattr(ssh, "wait_for_ssh", lambda *a, **k: Client())
-    monkeypatch.setattr(instance, "wait_for_agent", lambda client: None)
-    monkeypatch.setattr(instance, "_start_host_agent", lambda *a, **k: None)  # no real SSH to serve
-    monkeypatch.setattr(instance, "wait_for_docker_socket", lambda *a, **k: None)
+    monkeypatch.setattr(guest, "wait_for_agent", lambda client: None)
+    monkeypatch.setattr(guest, "start_host_agent", lambda *a, **k: None)  # no real SSH to serve
+    monkeypatch.setattr(guest, "wait_for_docker_socket", lambda *a, **k: None)
 
 
 def test_up_moves_off_a_taken_port(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,7 +269,7 @@ def test_up_reports_a_host_key_the_host_agent_refused(cli: Any, inited: Path, mo
         paths.hostagent_state.write_text(json.dumps({"ssh": {
             "connected": False, "error": message, "refused_host_key": True, "hint": "run 'toolbox delete'"}}))
 
-    monkeypatch.setattr(instance, "_start_host_agent", start)
+    monkeypatch.setattr(guest, "start_host_agent", start)
     try:
         result = cli("up")
     finally:

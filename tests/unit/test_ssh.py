@@ -146,16 +146,16 @@ def test_unix_socket_channel(server: Server, tmp_path: Path) -> None:
 def test_agent_timeout_shows_the_end_of_the_agents_log(server: Server, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """No agent on the socket: the error says so and quotes the agent's log, read over SSH."""
-    from toolbox import instance
+    from toolbox import guest
 
     log = tmp_path / "toolbox-agent.log"
     log.write_text("".join(f"line {i}\n" for i in range(40)) + "OSError: the data disk is full\n")
-    monkeypatch.setattr(instance, "GUEST_DOCKER_SOCKET", str(tmp_path / "docker.sock"))
-    monkeypatch.setattr(instance, "GUEST_AGENT_LOG", str(log))
+    monkeypatch.setattr(guest, "GUEST_DOCKER_SOCKET", str(tmp_path / "docker.sock"))
+    monkeypatch.setattr(guest, "GUEST_AGENT_LOG", str(log))
     client = ssh.connect("127.0.0.1", server.port, server.key, server.host_pub, user=USER)
     try:
         with pytest.raises(GuestTimeout) as err:
-            instance.wait_for_agent(client, timeout=1.0)
+            guest.wait_for_agent(client, timeout=1.0)
     finally:
         client.close()
     message = err.value.message

@@ -4,7 +4,6 @@ sizes and ages, and a per-layer progress display for pulls (the engine's JSON st
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from rich.console import Console

@@ -139,14 +139,14 @@ def ssh(
 
     Example: toolbox ssh -- uname -a
     """
-    from toolbox import instance, ssh as sshlib, state
+    from toolbox import guest, ssh as sshlib, state
     from toolbox.errors import InstanceNotRunning
 
     st = state.status(name)
     if st.state not in ("running", "starting"):
         raise InstanceNotRunning(name, st.state)
     paths, cfg = state.load(name)
-    client = instance.connect(paths, cfg)
+    client = guest.connect(paths, cfg)
     try:
         if command:
             code = sshlib.exec_command(client, shlex.join(command) if len(command) > 1 else command[0])
