@@ -92,9 +92,9 @@ def set_mounts(name: str, mounts: list[MountConfig]) -> InstanceConfig:
 
 
 def _guest(paths: InstancePaths, cfg: InstanceConfig, action: str) -> tuple[int, str]:
-    from toolbox import ssh
+    from toolbox import guest, ssh
 
-    client = ssh.connect("127.0.0.1", cfg.ssh_port, paths.ssh_key, paths.host_pubkey, timeout=10.0)
+    client = guest.connect(paths, cfg)
     try:
         code, out, err = ssh.run(client, f"sudo -n {GUEST_SHARES} {action}", timeout=60.0)
         return code, (err or out).strip()
