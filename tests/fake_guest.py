@@ -118,7 +118,8 @@ class FakeLink:
 class FakeGuest:
     """The guest agent's routes in a thread: /events, /toolbox/v1/{ports,clock,udp}."""
 
-    def __init__(self) -> None:
+    def __init__(self, with_clock: bool = True) -> None:
+        self.with_clock = with_clock  # False: an agent older than the clock route
         self.dir = Path(tempfile.mkdtemp(prefix="tbg", dir="/tmp"))
         self.socket = self.dir / "docker.sock"
         self.events = EventBus()
@@ -136,7 +137,9 @@ class FakeGuest:
 
         parts = system_api.SystemParts(None, self.events, dict, lambda: 0)  # type: ignore[arg-type]
         routes = system_api.routes(parts) + [Route("GET", "/toolbox/v1/ports", ports)]
-        routes += clock_api.routes(set_clock=self.clock_set.append) + udp_api.routes()
+        if self.with_clock:
+            routes += clock_api.routes(set_clock=self.clock_set.append)
+        routes += udp_api.routes()
         self.server = self.loop.run_until_complete(Server(Router(routes)).start_unix(str(self.socket)))
         self._ready.set()
         self.loop.run_forever()

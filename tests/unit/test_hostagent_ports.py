@@ -283,3 +283,26 @@ def test_clock_keeper_syncs_at_start_on_request_and_after_a_host_sleep(guest: Fa
     wait_for(lambda: len(syncs) == 3, what="the requested sync")
     stopping.set()
     assert json.loads((tmp_path / "s.json").read_text())["clock"]["stepped"] is False
+
+
+def test_clock_keeper_says_once_that_an_older_agent_has_no_clock_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from toolbox.hostagent import clock as clock_mod
+
+    monkeypatch.setattr(clock_mod, "CHECK_EVERY", 0.05)
+    old = FakeGuest(with_clock=False).start()
+    try:
+        http = GuestHTTP(FakeLink(old.socket), "/run/toolbox/docker.sock")
+        stopping = threading.Event()
+        keeper = ClockKeeper(http, Report(tmp_path / "s.json"), stopping, interval=0.05)
+        with caplog.at_level("WARNING", logger=clock_mod.log.name):
+            threading.Thread(target=keeper.run, daemon=True).start()
+            wait_for(lambda: keeper.unsupported, what="the 404 noticed")
+            keeper.request("reconnected")
+            time.sleep(0.4)  # eight intervals and a request: no more tries, no more warnings
+            stopping.set()
+        warnings = [r.getMessage() for r in caplog.records if "clock route" in r.getMessage()]
+        assert len(warnings) == 1 and "toolbox upgrade" in warnings[0]
+        assert json.loads((tmp_path / "s.json").read_text())["clock"] == {"unsupported": True}
+    finally:
+        old.close()

@@ -68,6 +68,10 @@ def interval_from_env(default: float = DEFAULT_INTERVAL) -> float:
     return value if value > 0 else default
 
 
+class ClockRouteMissing(ValueError):
+    """The guest agent answered the clock route with 404: it predates the route."""
+
+
 class ClockKeeper:
     def __init__(self, http: GuestHTTP, report: Report, stopping: threading.Event, interval: float,
                  wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
@@ -75,6 +79,7 @@ class ClockKeeper:
         self.wall, self.mono = wall, mono
         self._wanted = threading.Event()
         self.unreachable = False  # the last sync could not reach the guest agent
+        self.unsupported = False  # the guest agent has no clock route (an image older than this toolbox)
         self._wanted.set()  # at start
 
     def request(self, why: str = "") -> None:
@@ -93,7 +98,9 @@ class ClockKeeper:
                          new_offset - offset)
                 self._wanted.set()
             offset = new_offset
-            if self._wanted.is_set() or self.mono() >= next_due:
+            if self.unsupported:
+                pass  # said once; an upgraded image comes with a new host agent
+            elif self._wanted.is_set() or self.mono() >= next_due:
                 self._wanted.clear()
                 next_due = self.mono() + self.interval
                 if not self.sync() and self.unreachable:
@@ -109,6 +116,12 @@ class ClockKeeper:
             log.debug("clock sync failed (the link is down?): %s", exc)
             self.unreachable = True
             return False
+        except ClockRouteMissing:
+            self.unsupported = True
+            log.warning("the guest agent has no clock route: its image is older than this toolbox, and the"
+                        " guest's clock is not kept on the host's; `toolbox upgrade` brings a newer image")
+            self.report.update(clock={"unsupported": True})
+            return False
         except ValueError as exc:
             log.warning("clock sync: %s", exc)
             return False
@@ -121,6 +134,8 @@ class ClockKeeper:
 
     def _call(self, method: str, path: str, body: Any) -> Any:
         status, doc = self.http.call(method, path, body)
+        if status == 404 and method == "GET":
+            raise ClockRouteMissing(f"the guest agent answered {method} {path} with 404")
         if status != 200:
             raise ValueError(f"the guest agent answered {method} {path} with {status} {doc}")
         return doc
