@@ -39,7 +39,7 @@ def run(
     tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a terminal.")] = False,
     env: Annotated[Optional[list[str]], typer.Option("--env", "-e", help="KEY=VALUE (repeatable).")] = None,
     volume: Annotated[Optional[list[str]], typer.Option("--volume", "-v", help="SRC:DST[:ro] (repeatable).")] = None,
-    publish: Annotated[Optional[list[str]], typer.Option("--publish", "-p", help="[IP:]HOST:CONTAINER[/udp].")] = None,
+    publish: Annotated[Optional[list[str]], typer.Option("--publish", "-p", help=r"Publish a port: \[IP:]HOST:CONTAINER\[/udp].")] = None,
     workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="Working directory.")] = None,
     user: Annotated[Optional[str], typer.Option("--user", "-u", help="USER[:GROUP].")] = None,
     entrypoint: Annotated[Optional[str], typer.Option("--entrypoint", help="Override the image's entrypoint.")] = None,
