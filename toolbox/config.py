@@ -257,7 +257,7 @@ def set_global(key: str, raw: str, host: HostFacts | None = None) -> GlobalConfi
     stored = read_toml(path)
     known = {f.name: f for f in fields(GlobalConfig)}
     if key not in known:
-        raise ConfigError([f"{key}: unknown setting (known: {', '.join(known)})"], source=str(path))
+        raise ConfigError([f"{key}: unknown setting (known: {', '.join(known)})"], source="setting", hint=f"{path} is unchanged")
     value: Any = raw
     if key == "mounts":  # "~,/data:/data:ro": comma-separated; "" shares nothing by default
         value = [entry.strip() for entry in raw.split(",") if entry.strip()]
@@ -265,11 +265,11 @@ def set_global(key: str, raw: str, host: HostFacts | None = None) -> GlobalConfi
         try:
             value = int(raw)
         except ValueError:
-            raise ConfigError([f"{key}: expected a whole number, got {raw!r}"], source=str(path)) from None
+            raise ConfigError([f"{key}: expected a whole number, got {raw!r}"], source="setting", hint=f"{path} is unchanged") from None
     stored[key] = value
     problems = validate_global({**global_defaults(host), **stored}, host)
     if problems:
-        raise ConfigError(problems, source=str(path))
+        raise ConfigError(problems, source="setting", hint=f"{path} is unchanged")
     atomic_write(path, _dump_toml(stored))
     return load_global(host)
 

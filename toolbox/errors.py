@@ -33,9 +33,9 @@ class UsageError(ToolboxError):
 class ConfigError(UsageError):
     """A config file or set of options that does not validate; lists every problem."""
 
-    def __init__(self, problems: Sequence[str], *, source: str = "configuration") -> None:
+    def __init__(self, problems: Sequence[str], *, source: str = "configuration", hint: str | None = None) -> None:
         self.problems = list(problems)
-        super().__init__(f"invalid {source}: " + "; ".join(self.problems))
+        super().__init__(f"invalid {source}: " + "; ".join(self.problems), hint=hint)
 
 
 class CommandFailed(ToolboxError):

@@ -155,8 +155,10 @@ def test_shellinit_follows_shell_env(cli: Any, inited: Path, monkeypatch: pytest
 def test_config_show_set_validate(cli: Any, env: Path) -> None:
     assert cli("config", "set", "cpus", "1").exit_code == 0
     assert "cpus = 1" in cli("cfg", "show").output
+    before = (env / "config.toml").read_bytes()
     bad = cli("config", "set", "memory_mib", "10")
-    assert bad.exit_code == 2 and "memory_mib: 10 MiB is out of range" in bad.output
+    assert bad.exit_code == 2 and "invalid setting: memory_mib: 10 MiB is out of range" in bad.output
+    assert "config.toml is unchanged" in bad.output and (env / "config.toml").read_bytes() == before
     (env / "config.toml").write_text('cpus = 0\ndriver = "x"\n')
     result = cli("config", "validate")
     assert result.exit_code == 2 and "cpus: 0" in result.output and "driver: 'x'" in result.output
