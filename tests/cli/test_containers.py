@@ -176,6 +176,33 @@ def test_run_options_become_dockers_create_body() -> None:
         container_config(RunOptions("img", volumes=["/only"]))
 
 
+def test_run_labels_network_restart_hostname_become_dockers_body() -> None:
+    body = container_config(RunOptions("img", hostname="box", labels=["a=1", "b", "c=x=y"], network="host",
+                                       restart="on-failure:3"))
+    assert body["Hostname"] == "box" and body["Labels"] == {"a": "1", "b": "", "c": "x=y"}
+    assert body["HostConfig"]["NetworkMode"] == "host"
+    assert body["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert container_config(RunOptions("img", restart="no", rm=True))["HostConfig"]["RestartPolicy"]["Name"] == ""
+    for bad in ("sometimes", "always:3", "on-failure:x"):
+        with pytest.raises(UsageError, match="invalid restart policy"):
+            container_config(RunOptions("img", restart=bad))
+    with pytest.raises(UsageError, match="conflicting options: --restart and --rm"):
+        container_config(RunOptions("img", restart="always", rm=True))
+    with pytest.raises(UsageError, match="invalid label"):
+        container_config(RunOptions("img", labels=["=v"]))
+
+
+def test_run_with_labels_and_restart_reaches_the_engine(cli: Any, engine: AgentThread) -> None:
+    result = cli("run", "-d", "--name", "tagged", "-l", "team=web", "--restart", "unless-stopped", "--hostname", "h1",
+                 "fake", "sh", "-c", "sleep 30")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(cli("inspect", "tagged").stdout)[0]
+    assert doc["Config"]["Labels"] == {"team": "web"} and doc["Config"]["Hostname"] == "h1"
+    assert doc["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    bad = cli("run", "--restart", "sometimes", "fake", "true")
+    assert bad.exit_code == 2 and "invalid restart policy 'sometimes'" in bad.output
+
+
 def test_frames_split_anywhere() -> None:
     data = HEADER.pack(1, 3) + b"out" + HEADER.pack(2, 4) + b"err\n"
     decoder = FrameDecoder()

@@ -43,16 +43,22 @@ def run(
     workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="Working directory.")] = None,
     user: Annotated[Optional[str], typer.Option("--user", "-u", help="USER[:GROUP].")] = None,
     entrypoint: Annotated[Optional[str], typer.Option("--entrypoint", help="Override the image's entrypoint.")] = None,
+    hostname: Annotated[Optional[str], typer.Option("--hostname", help="The container's host name.")] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")] = None,
+    network: Annotated[Optional[str], typer.Option("--network", "--net", help="bridge (default), host, none, or a network's name.")] = None,
+    restart: Annotated[Optional[str], typer.Option("--restart", help="no, always, unless-stopped or on-failure[:N].")] = None,
 ) -> None:
     """Run a command in a new container; exits with the container's exit code.
 
     Example: toolbox run --rm -it -v "$PWD":/src -w /src busybox sh
+
+    Example: toolbox run -d --name web --restart unless-stopped -p 8080:80 nginx
     """
     from toolbox.cli.engine_views import PullProgress
     from toolbox.engine import session
 
     opts = session.RunOptions(image, command or [], name, detach, rm, interactive, tty, env or [], volume or [],
-                              publish or [], workdir, user, entrypoint)
+                              publish or [], workdir, user, entrypoint, hostname, label or [], network, restart)
     progress = PullProgress(summary_to_stderr=True)
     try:
         code = session.run(_client(instance), opts, progress)

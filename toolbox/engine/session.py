@@ -42,6 +42,32 @@ class RunOptions:
     workdir: str | None = None
     user: str | None = None
     entrypoint: str | None = None
+    hostname: str | None = None
+    labels: list[str] = field(default_factory=list)
+    network: str | None = None
+    restart: str | None = None
+
+
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+
+
+def parse_restart(policy: str) -> dict[str, Any]:
+    """--restart no|always|unless-stopped|on-failure[:MAX_RETRIES] → HostConfig.RestartPolicy."""
+    name, sep, retries = policy.partition(":")
+    if name not in RESTART_POLICIES or (sep and (name != "on-failure" or not retries.isdigit())):
+        raise UsageError(f"invalid restart policy {policy!r}: use no, always, unless-stopped or on-failure[:MAX_RETRIES]")
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(retries) if retries else 0}
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """-l KEY=VALUE (or KEY, an empty value, as docker)."""
+    labels = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid label {item!r}: use KEY=VALUE")
+        labels[key] = value
+    return labels
 
 
 def parse_env(items: Sequence[str]) -> list[str]:
@@ -102,6 +128,17 @@ def container_config(opts: RunOptions) -> dict[str, Any]:
         config["User"] = opts.user
     if opts.entrypoint is not None:
         config["Entrypoint"] = [opts.entrypoint] if opts.entrypoint else [""]
+    if opts.hostname:
+        config["Hostname"] = opts.hostname
+    if opts.labels:
+        config["Labels"] = parse_labels(opts.labels)
+    if opts.network:
+        config["HostConfig"]["NetworkMode"] = opts.network
+    if opts.restart:
+        policy = parse_restart(opts.restart)
+        if policy["Name"] and opts.rm:
+            raise UsageError("conflicting options: --restart and --rm (a container removed when it exits is never restarted)")
+        config["HostConfig"]["RestartPolicy"] = policy
     return config
 
 
