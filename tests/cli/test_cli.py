@@ -231,7 +231,8 @@ def test_delete_confirms(cli: Any, inited: Path) -> None:
     assert cli("delete", input="n\n").exit_code == 1 and inited.exists()
     assert cli("destroy", "-f").exit_code == 0
     assert not inited.exists()
-    assert cli("list").output.strip().splitlines()[1:] == []
+    listed = cli("list")
+    assert listed.stdout.strip().splitlines()[1:] == [] and "create one with `toolbox init`" in listed.stderr
 
 
 def test_upgrade_swaps_image_keeps_disk(cli: Any, inited: Path, server: FileServer,

@@ -75,6 +75,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
         typer.echo(json.dumps([r.__dict__ for r in rows], indent=2))
         return
     typer.echo(f"{'NAME':20} {'STATE':10} {'DRIVER':10} SSH")
+    if not rows:  # the header alone stays on stdout, for scripts; the way on, for people
+        typer.echo("No instances yet: create one with `toolbox init`.", err=True)
     for r in rows:
         typer.echo(f"{r.name:20} {r.state:10} {r.driver:10} {('127.0.0.1:' + str(r.ssh_port)) if r.ssh_port else '-'}")
 
