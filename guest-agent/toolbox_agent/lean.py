@@ -36,6 +36,72 @@ def ssl_hidden() -> Iterator[None]:
             del sys.modules["ssl"]
 
 
+class _Sha256:
+    """SHA256_Init/Update/Final of libcrypto through ctypes: OpenSSL's own speed (the
+    builtin _sha256 is slower and holds the GIL, which made a pull ~1.3x slower under TCG),
+    the GIL released during each call, and without `import hashlib`, whose _hashlib fetches
+    every digest OpenSSL provides at import: 3.4 MB of libcrypto resident, against ~1.6 MB
+    for these three functions (bench/README.md, rss helper)."""
+
+    lib: Any = None  # the CDLL once loaded; False where there is no libcrypto.so.3
+    ctypes: Any = None
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._ctx = self.ctypes.create_string_buffer(_SHA256_CTX_SIZE)
+        self.lib.SHA256_Init(self._ctx)
+        if data:
+            self.update(data)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(data, bytes):
+            view = memoryview(data)
+            if view.readonly:
+                data = view.tobytes()
+            else:  # a slice of a reused bytearray: hashed where it lies
+                self.lib.SHA256_Update(self._ctx, (self.ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes)
+                return
+        self.lib.SHA256_Update(self._ctx, data, len(data))
+
+    def hexdigest(self) -> str:
+        ctx = self.ctypes.create_string_buffer(self._ctx.raw, _SHA256_CTX_SIZE)  # Final consumes its context
+        out = self.ctypes.create_string_buffer(32)
+        self.lib.SHA256_Final(out, ctx)
+        return out.raw.hex()
+
+    @classmethod
+    def load(cls) -> bool:
+        if cls.lib is None:
+            import ctypes
+
+            try:
+                lib = ctypes.CDLL("libcrypto.so.3")
+                for name in ("SHA256_Init", "SHA256_Update", "SHA256_Final"):
+                    getattr(lib, name).restype = ctypes.c_int
+                lib.SHA256_Update.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+                cls.lib, cls.ctypes = lib, ctypes
+            except (OSError, AttributeError):
+                cls.lib = False
+        return bool(cls.lib)
+
+
+_SHA256_CTX_SIZE = 128  # OpenSSL's SHA256_CTX is 112 bytes
+_sha256: Any = None
+
+
+def sha256(data: bytes = b"") -> Any:
+    """A sha256 hash object (update, hexdigest): libcrypto's through ctypes (_Sha256), or
+    hashlib's where there is no libcrypto.so.3."""
+    global _sha256
+    if _sha256 is None:
+        if _Sha256.load():
+            _sha256 = _Sha256
+        else:
+            import hashlib
+
+            _sha256 = hashlib.sha256
+    return _sha256(data)
+
+
 _malloc_trim: Any = None
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
+from toolbox_agent.lean import sha256
+
 from . import reference as refs
 from .errors import ArchiveError, ImageError
 from .layers import CHUNK, LayerError, compression_of, hash_tar, open_uncompressed
@@ -303,9 +305,7 @@ def _known_layers(store: ImageStore) -> list[LayerRecord]:
 
 
 def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
+    h = sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from toolbox_agent.lean import sha256
+
 from .errors import ImageError
 
-if TYPE_CHECKING:  # gzip, hashlib and tarfile load on a layer's first use (lean.py)
+if TYPE_CHECKING:  # gzip and tarfile load on a layer's first use (lean.py)
     import tarfile
 
 WHITEOUT = ".wh."
@@ -48,10 +50,8 @@ class HashingReader:
     """A read-only file object that hashes and counts what passes through it."""
 
     def __init__(self, raw: BinaryIO) -> None:
-        import hashlib
-
         self.raw = raw
-        self.hash = hashlib.sha256()
+        self.hash = sha256()
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:

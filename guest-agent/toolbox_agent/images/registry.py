@@ -4,7 +4,8 @@ Blocking on purpose: the store runs each call in a worker thread (asyncio.to_thr
 keeps this module plain and lets several layers download at once. Handles the ping, anonymous
 and Bearer-token auth (WWW-Authenticate realm/service/scope, tokens cached per scope), Basic
 auth when credentials are given, redirects to blob storage (credentials dropped on another
-host), and insecure registries (HTTPS without verification, then plain HTTP, like Docker).
+host), and insecure registries (HTTPS without verification, then plain HTTP, like Docker; the
+HTTPS try is made without ssl when the server answers it with HTTP: tlsprobe.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from toolbox_agent.lean import ssl_hidden
+from toolbox_agent.lean import sha256, ssl_hidden
 
+from . import tlsprobe
 from .errors import DigestMismatch, RegistryError
 
 with ssl_hidden():  # no ssl until a registry speaks HTTPS (_HTTPSConnection, lean.py)
@@ -87,9 +89,7 @@ def is_insecure(host: str, insecure_registries: list[str]) -> bool:
 
 
 def sha256_digest(data: bytes) -> str:
-    import hashlib  # libcrypto: loaded on a pull, not by an idle agent
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + sha256(data).hexdigest()
 
 
 def _error_text(status: int, body: bytes) -> str:
@@ -100,9 +100,9 @@ def _error_text(status: int, body: bytes) -> str:
         return f"unexpected status {status}"
 
 
-def _read(resp: http.client.HTTPResponse, digest: str) -> bytes:
+def _read(resp: http.client.HTTPResponse, digest: str, buf: memoryview) -> int:
     try:
-        return resp.read(CHUNK)
+        return resp.readinto(buf)
     except (OSError, http.client.HTTPException) as exc:
         raise RegistryError(f"error pulling blob {digest}: {exc or type(exc).__name__}") from exc
 
@@ -113,13 +113,22 @@ class _HTTPSConnection(http.client.HTTPConnection):
 
     default_port = http.client.HTTPS_PORT
 
-    def __init__(self, netloc: str, timeout: float, context: ssl.SSLContext) -> None:
+    def __init__(self, netloc: str, timeout: float, context: ssl.SSLContext | None) -> None:
         super().__init__(netloc, timeout=timeout)
         self._context = context
 
     def connect(self) -> None:
         super().connect()
+        assert self._context is not None, "a probe's connection makes no TLS"
         self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+
+    def refusal(self) -> str:
+        """The HTTPS try without ssl (tlsprobe.py): why the server speaks no TLS, or ""."""
+        super().connect()
+        try:
+            return tlsprobe.refusal(self.sock, self.host)
+        finally:
+            self.close()
 
 
 class RegistryClient:
@@ -162,6 +171,8 @@ class RegistryClient:
             self._schemes[host] = ep
 
     def _ping(self, ep: Endpoint) -> None:
+        if ep.scheme == "https" and not ep.verify and (no_tls := _HTTPSConnection(ep.netloc, TIMEOUT, None).refusal()):
+            raise http.client.HTTPException(no_tls)
         status, headers, _ = self._roundtrip(ep, "GET", "/v2/", {})
         if status == 401:
             self._remember_challenge(ep.netloc, headers.get("www-authenticate", ""))
@@ -324,16 +335,15 @@ class RegistryClient:
         algo, _, want = digest.partition(":")
         if algo != "sha256":
             raise RegistryError(f"unsupported digest algorithm {algo}")
-        import hashlib
-
         resp = self.open(host, f"/v2/{repo}/blobs/{digest}", f"repository:{repo}:pull", creds)
-        h = hashlib.sha256()
+        h = sha256()
+        buf = memoryview(bytearray(CHUNK))  # one buffer for the whole blob, not one per read
         done = 0
         try:
-            while chunk := _read(resp, digest):
-                h.update(chunk)
-                out.write(chunk)
-                done += len(chunk)
+            while n := _read(resp, digest, buf):
+                h.update(buf[:n])
+                out.write(buf[:n])
+                done += n
                 if size and done > size:
                     break
                 if progress:

@@ -76,14 +76,7 @@ class _V2(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def tls_registry(tmp_path: Path) -> Iterator[str]:
-    """A registry's /v2/ over HTTPS (self-signed) on 127.0.0.1; yields host:port."""
-    cert, key = _self_signed(tmp_path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _V2)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+def _serve(server: http.server.ThreadingHTTPServer) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _V2.paths = []
@@ -94,17 +87,104 @@ def tls_registry(tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
-def test_idle_agent_has_no_ssl_or_libcrypto_yet_reaches_an_https_registry(tmp_path: Path, tls_registry: str) -> None:
+@pytest.fixture
+def tls_registry(tmp_path: Path) -> Iterator[str]:
+    """A registry's /v2/ over HTTPS (self-signed) on 127.0.0.1; yields host:port."""
+    cert, key = _self_signed(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _V2)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    yield from _serve(server)
+
+
+@pytest.fixture
+def http_registry() -> Iterator[str]:
+    """A registry's /v2/ over plain HTTP on 127.0.0.1; yields host:port."""
+    yield from _serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _V2))
+
+
+def _child(tmp_path: Path, registry: str) -> dict[str, object]:
+    """CHILD's answer, and which of OpenSSL's modules it had loaded at the end."""
     env = {**os.environ, "PYTHONPATH": str(AGENT_SRC), "TOOLBOX_AGENT_ROOT": str(tmp_path / "root"),
            "TOOLBOX_AGENT_SOCKET": str(tmp_path / "docker.sock"), "TOOLBOX_AGENT_SETTINGS": str(tmp_path / "none.json")}
-    proc = subprocess.run([sys.executable, "-c", CHILD, tls_registry], env=env, capture_output=True, text=True,
-                          timeout=60)
+    child = CHILD + "print(json.dumps(sorted(m for m in ('_hashlib', '_ssl') if m in sys.modules)))\n"
+    proc = subprocess.run([sys.executable, "-c", child, registry], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    return {**json.loads(lines[-2]), "openssl": json.loads(lines[-1])}
+
+
+def test_idle_agent_has_no_ssl_or_libcrypto_yet_reaches_an_https_registry(tmp_path: Path, tls_registry: str) -> None:
+    got = _child(tmp_path, tls_registry)
     assert got["idle"] == [], f"loaded at start: {got['idle']}"
     # an insecure registry is tried over HTTPS first (unverified): it answered there
     assert (got["scheme"], got["verify"], got["ssl_after"]) == ("https", False, True)
     assert _V2.paths == ["/v2/"]
+
+
+def test_insecure_http_registry_is_reached_without_ssl(tmp_path: Path, http_registry: str) -> None:
+    """The HTTPS try comes first (a ClientHello, which http.server refuses with an error page),
+    then HTTP; the try is made by hand (tlsprobe.py), so no OpenSSL is loaded for it."""
+    got = _child(tmp_path, http_registry)
+    assert (got["scheme"], got["verify"], got["ssl_after"], got["openssl"]) == ("http", True, False, [])
+    assert _V2.paths == ["/v2/"]  # the ClientHello reached the server, no handler
+
+
+def test_client_hello_is_a_tls_record_an_http_server_answers() -> None:
+    import agent_harness  # noqa: F401  (puts guest-agent on sys.path)
+    from toolbox_agent.images import tlsprobe
+
+    hello = tlsprobe.client_hello("registry.test")
+    assert hello[:3] == b"\x16\x03\x01" and int.from_bytes(hello[3:5], "big") == len(hello) - 5
+    assert hello[5] == 1 and b"registry.test" in hello  # a ClientHello, with SNI for a name
+    assert b"\n" in hello  # an HTTP server's request line ends: it answers at once
+    assert b"127.0.0.1" not in tlsprobe.client_hello("127.0.0.1")  # no SNI for an address
+
+
+@pytest.mark.parametrize(("answer", "refusal"), [
+    (b"HTTP/1.1 400 Bad Request\r\n\r\n", "http: server gave HTTP response to HTTPS client"),
+    (b"<!DOCTYPE HTML>", "tls: first record does not look like a TLS handshake"),
+    (b"\x15\x03\x03\x00\x02\x02\x28", ""),  # a TLS alert: the real handshake decides
+    (b"\x16\x03\x03\x00\x7a\x02", ""),  # a ServerHello
+    (b"", ""),  # closed without a word
+])
+def test_refusal_reads_the_servers_first_bytes(answer: bytes, refusal: str) -> None:
+    import socket
+
+    import agent_harness  # noqa: F401  (puts guest-agent on sys.path)
+    from toolbox_agent.images import tlsprobe
+
+    ours, server = socket.socketpair()
+    with ours, server:
+        server.sendall(answer)
+        server.shutdown(socket.SHUT_WR)
+        assert tlsprobe.refusal(ours, "registry.test") == refusal
+        assert server.recv(1) == b"\x16"  # it sent its ClientHello first
+
+
+def test_sha256_is_hashlibs_without_hashlib() -> None:
+    """lean.sha256 gives hashlib's digests, from bytes and from views of a reused buffer,
+    and a fresh interpreter hashing with it never loads _hashlib (~1.8 MB more libcrypto)."""
+    import hashlib
+
+    import agent_harness  # noqa: F401  (puts guest-agent on sys.path)
+    from toolbox_agent.lean import sha256
+
+    data = os.urandom(300_000)
+    buf = memoryview(bytearray(data))
+    h = sha256(b"abc")
+    h.update(memoryview(b"def" * 1000)[:30])
+    h.update(buf[:100_000])
+    h.update(buf[100_000:])
+    h.update(bytearray(b"xyz"))
+    assert h.hexdigest() == h.hexdigest() == hashlib.sha256(b"abc" + b"def" * 10 + data + b"xyz").hexdigest()
+    assert sha256().hexdigest() == hashlib.sha256().hexdigest()
+    child = ("import sys; from toolbox_agent.lean import sha256; d = sha256(b'x').hexdigest(); "
+             "print(d, sorted(m for m in ('_hashlib', 'hashlib', '_ssl') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", child], env={**os.environ, "PYTHONPATH": str(AGENT_SRC)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split(" ", 1) == [hashlib.sha256(b"x").hexdigest(), "[]\n"], proc.stderr
 
 
 def test_unverified_tls_context_loads_no_ca_store() -> None:
