@@ -1,4 +1,4 @@
-"""The agent's HTTP layer: h11 on asyncio streams, Docker's hijack, routes, errors."""
+"""The agent's HTTP layer: h11 on an asyncio Protocol per connection, Docker's hijack, routes, errors."""
 
 from __future__ import annotations
 

@@ -43,14 +43,23 @@ def split_version(path: str) -> tuple[str | None, str]:
 class Router:
     def __init__(self, routes: list[Route]) -> None:
         self.routes = list(routes)
+        # (method, path) -> a route without parameters that the scan found for exactly that
+        # path: what every /_ping and /containers/json asks, without ~20 regex matches. Only
+        # a route's own pattern is kept, so the table stays as small as the route list.
+        self._static: dict[tuple[str, str], Route] = {}
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The first route for this method and (already unversioned, still quoted) path."""
+        route = self._static.get((method, path))
+        if route is not None:
+            return route, {}
         allowed = ("GET", method) if method == "HEAD" else (method,)
         for route in self.routes:
             if route.method not in allowed:
                 continue
             m = route.regex.match(path)
             if m:
+                if route.pattern == path and "{" not in path:  # no parameters: the same answer every time
+                    self._static[(method, path)] = route
                 return route, {k: unquote(v) for k, v in m.groupdict().items()}
         return None

@@ -81,7 +81,12 @@ def toy_server(tmp_path: Path):  # type: ignore[no-untyped-def]
 
         return Hijack(run)
 
-    routes = [Route("POST", "/echo", echo), Route("GET", "/stream", stream), Route("GET", "/boom", boom), Route("POST", "/hijack", hijack)]
+    async def slow(req: Request) -> Response:
+        await asyncio.sleep(0.05)  # answered by a task, not at once
+        return json_response({"slow": req.path})
+
+    routes = [Route("POST", "/echo", echo), Route("GET", "/stream", stream), Route("GET", "/boom", boom), Route("POST", "/hijack", hijack),
+              Route("GET", "/slow", slow)]
     sock = tmp_path / "toy.sock"
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(Server(Router(routes)).start_unix(str(sock)))
@@ -133,6 +138,40 @@ def test_hijack_sees_half_close_and_still_writes(toy_server: Path) -> None:
         while chunk := s.recv(65536):
             rest += chunk
     assert rest == b"got:stdin data"
+
+
+def test_hijack_gets_what_came_with_the_request_and_the_half_close(toy_server: Path) -> None:
+    """stdin and the client's half-close sent before the 101 came back reach the callback."""
+    req = b"POST /hijack HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+    out = _raw(toy_server, req + b"early stdin", half_close=True)
+    head, _, rest = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert rest == b"got:early stdin"
+
+
+def test_pipelined_requests_answered_in_order_waiting_or_not(toy_server: Path) -> None:
+    """Requests sent together are answered one after the other: one whose handler waits
+    (answered by a task), one answered at once, and the close the client asked for."""
+    reqs = (b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" b"GET /v1.44/boom HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out = _raw(toy_server, reqs)
+    assert out.count(b"HTTP/1.1 ") == 3
+    conflict = out.index(b"conflict here")
+    assert out.index(b'{"slow": "/slow"}') < conflict < out.rindex(b'{"slow": "/slow"}')
+
+
+def test_router_remembers_plain_paths_without_changing_what_matches() -> None:
+    async def h(req: Request) -> Response:
+        return json_response({})
+
+    first, second, plain = Route("GET", "/things/{id}", h), Route("GET", "/things/all", h), Route("GET", "/plain", h)
+    router = Router([first, second, plain])
+    for _ in range(2):  # the second time from the remembered table
+        assert router.match("GET", "/things/all") == (first, {"id": "all"})  # the first route wins, as before
+        assert router.match("GET", "/plain") == (plain, {})
+        assert router.match("HEAD", "/plain") == (plain, {})
+        assert router.match("POST", "/plain") is None
+    assert router.match("GET", "/things/{id}") == (first, {"id": "{id}"})  # a pattern asked literally stays a parameter
 
 
 def test_docker_cli_version_shows_server(agent) -> None:  # type: ignore[no-untyped-def]
