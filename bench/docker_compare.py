@@ -52,11 +52,12 @@ SETTLE_S = 5.0  # idle time before reading RSS
 ENGINES = ("toolbox", "docker")
 
 # Installs /tmp/daemon.json and restarts dockerd (its supervisor starts it again); waits
-# for the first dockerd's pid file, then for a new pid and the socket.
+# for the first dockerd's pid file, then for a new pid and the socket. Under TCG the boot's
+# first dockerd may have exited already (its pid file then names no process): no kill then.
 RESTART_DOCKERD = """set -e
 sudo mkdir -p /etc/docker && sudo cp /tmp/daemon.json /etc/docker/daemon.json
 i=0; while [ ! -s /run/docker.pid ] && [ $i -lt 240 ]; do sleep 1; i=$((i+1)); done
-old=$(cat /run/docker.pid); sudo kill "$old"
+old=$(cat /run/docker.pid); sudo kill "$old" 2>/dev/null || true
 i=0; while [ $i -lt 240 ]; do
     new=$(cat /run/docker.pid 2>/dev/null || true)
     if [ -n "$new" ] && [ "$new" != "$old" ] && [ -S /run/docker.sock ]; then exit 0; fi
