@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,11 +104,15 @@ async def start(agent: Agent) -> asyncio.AbstractServer:
     return server
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, marks: list[tuple[str, float]] | None = None) -> None:
+    marks = [] if marks is None else marks
     with ssl_hidden():  # the parts' modules import without ssl (lean.py)
         agent = build_agent(settings)
+    marks.append(("built", time.monotonic()))
     srv = await start(agent)
+    marks.append(("listening", time.monotonic()))
     log.info("serving the Docker API on %s (state in %s)", settings.socket, settings.root)
+    log.info("start-up, seconds since boot: %s", ", ".join(f"{name} {at:.2f}" for name, at in marks))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,8 +122,63 @@ async def serve(settings: Settings) -> None:
     log.info("stopping (containers keep running under their monitors)")
 
 
+# What build_agent imports: each present part's modules (a missing one is build_agent's
+# warning). Imported before boot_gate, so that under emulation their seconds of byte code
+# overlap init's mounts and network instead of following them.
+PART_MODULES = ("toolbox_agent.api.images", "toolbox_agent.images", "toolbox_agent.api.containers",
+                "toolbox_agent.api.exec", "toolbox_agent.api.volumes", "toolbox_agent.containers.engine",
+                "toolbox_agent.api.networks", "toolbox_agent.api.ports")
+
+
+def import_parts() -> None:
+    with ssl_hidden():
+        for name in PART_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+
+
+def boot_gate(env: dict[str, str], poll: float = 0.05) -> None:
+    """Init starts the agent early in the boot (vm-image init) and creates the file named by
+    TOOLBOX_AGENT_GATE once the data disk, the config drive and the network are up: wait for
+    it before touching any state. Then write to TOOLBOX_AGENT_LOG (the log on the data disk,
+    which was not mounted when init opened this process's output)."""
+    gate = env.get("TOOLBOX_AGENT_GATE")
+    if gate:
+        while not os.path.exists(gate):
+            time.sleep(poll)
+        if os.getpriority(os.PRIO_PROCESS, 0) > 0:  # __main__'s low priority while it waited
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, 0)
+            except PermissionError:  # not root (tests): it stays low, which only slows it
+                pass
+    log_path = env.get("TOOLBOX_AGENT_LOG")
+    if log_path:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+def _process_started() -> float:
+    """When this process started, in seconds since boot (CLOCK_MONOTONIC's scale here)."""
+    try:
+        stat = open("/proc/self/stat").read()  # noqa: SIM115 - one small read
+        return int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def main() -> None:
+    # The start-up's steps in seconds since boot, logged once the socket listens: the
+    # same clock as init's console lines, to see what a boot waited for.
+    marks = [("process", _process_started()), ("main", time.monotonic())]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import_parts()
+    marks.append(("imported", time.monotonic()))
+    boot_gate(dict(os.environ))
+    marks.append(("released", time.monotonic()))
     settings = load_settings()
     settings.root.mkdir(parents=True, exist_ok=True)
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, marks))

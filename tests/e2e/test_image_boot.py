@@ -25,12 +25,13 @@ pytestmark = pytest.mark.e2e
 
 INIT_STEPS = [  # in boot order, as the serial log shows them
     "cgroup2 mounted at /sys/fs/cgroup",
-    "data disk /dev/vda mounted at /var/lib/toolbox",
     "config drive",
     "hostname imagetest, user toolbox 501:20, host key from config drive",
     "network: lo up, eth0 10.0.2.15/24 (DHCP)",
-    "guest agent started under supervision",  # before sshd: see vm-image/README.md
     "sshd started on port 22",
+    "guest agent started under supervision",  # waiting until released: see vm-image/README.md
+    "data disk /dev/vda mounted at /var/lib/toolbox",
+    "guest agent released (log /var/lib/toolbox/log/toolbox-agent.log)",
     "ready",
 ]
 

@@ -81,38 +81,47 @@ customize_rootfs() { # WORK
 	cp -r "$REPO/guest-agent/toolbox_agent" "$root/usr/lib/toolbox/agent/"
 	find "$root/usr/lib/toolbox/agent" -name __pycache__ -prune -exec rm -rf {} +
 	chroot "$root" python3 -m compileall -q --invalidation-mode unchecked-hash /usr/lib/toolbox/agent
-	# What init reads ahead in the background while it boots: sshd, the agent's python and
-	# their libraries (the squashfs is xz: its first read is the slow part of an exec).
-	chroot "$root" ldd /usr/sbin/sshd /usr/bin/python3.11 |
-		awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u |
-		cat - <(echo /usr/sbin/sshd; echo /usr/bin/python3.11) >"$root/usr/lib/toolbox/readahead.list"
 	echo toolbox >"$root/etc/hostname"
 	: >"$root/etc/machine-id"
 }
 
-# Append to readahead.list every file the agent imports at start-up (byte code, extension
-# modules, in path order: the squashfs keeps small files packed in that order), so init
-# decompresses them in the background instead of the agent doing it import by import.
-agent_readahead() { # ROOT
-	local root=$1
-	chroot "$root" env PYTHONPATH=/usr/lib/toolbox/agent python3 -c '
-import importlib.util, sys
+# A program and the libraries it links, in the order an exec reads them.
+exec_files() { # ROOT PROGRAM
+	echo "$2"
+	chroot "$1" ldd "$2" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
+}
+
+# Every file the agent reads at start-up (byte code, extension modules), in the order
+# it imports them.
+agent_files() { # ROOT
+	chroot "$1" env PYTHONPATH=/usr/lib/toolbox/agent python3 -c '
+import importlib.util, os, sys
 from toolbox_agent.lean import ssl_hidden
 with ssl_hidden():  # as the agent imports them (lean.py)
-    import toolbox_agent.app, toolbox_agent.api.images, toolbox_agent.images
-    import toolbox_agent.api.containers, toolbox_agent.api.exec, toolbox_agent.containers.engine
-files = set()
-for m in list(sys.modules.values()):
+    import toolbox_agent.app
+    toolbox_agent.app.import_parts()
+for m in list(sys.modules.values()):  # in the order the imports began
     f = getattr(m, "__file__", None)
-    if not f:
-        continue
-    files.add(f)
-    if f.endswith(".py"):
-        files.add(importlib.util.cache_from_source(f))
-print("\n".join(sorted(files)))' >"$root/tmp/agent-files" ||
-		{ log "warning: agent imports not listed for readahead"; return 0; }
-	cat "$root/tmp/agent-files" >>"$root/usr/lib/toolbox/readahead.list"
-	log "readahead: $(wc -l <"$root/tmp/agent-files") agent start-up files"
+    if f and f.endswith(".py"):
+        f = importlib.util.cache_from_source(f)  # the agent keeps its sources: .pyc beside
+    if f and os.path.isfile(f):
+        print(f)'
+}
+
+# What init reads ahead on the other CPU while it boots (the squashfs is xz: the first
+# read of a file is the slow part of an exec or an import), in the order the boot needs
+# it: sshd, the agent's python (started right after sshd), what the agent imports, the
+# ip and nft it runs when released.
+write_readahead() { # ROOT
+	local root=$1
+	{
+		exec_files "$root" /usr/sbin/sshd
+		exec_files "$root" /usr/bin/python3.11
+		agent_files "$root" || log "warning: agent imports not listed for readahead"
+		exec_files "$root" /usr/sbin/ip
+		exec_files "$root" /usr/sbin/nft
+	} | awk '!seen[$0]++' >"$root/usr/lib/toolbox/readahead.list"
+	log "readahead: $(wc -l <"$root/usr/lib/toolbox/readahead.list") files"
 }
 
 # drop_unlinked_libs ROOT SONAME...: remove each library that no other file in the root
@@ -164,7 +173,7 @@ trim_rootfs() { # ROOT
 	chroot "$root" python3 -m compileall -q -b -j 1 /usr/lib/python3.11 /usr/lib/python3/dist-packages >/dev/null || true
 	find "$root"/usr/lib/python3.11 "$root"/usr/lib/python3/dist-packages -name '*.py' -exec sh -c \
 		'for f; do [ -f "${f}c" ] && rm "$f"; done' sh {} +
-	agent_readahead "$root"
+	write_readahead "$root"
 	rm -rf "$root"/var/lib/dpkg/info "$root"/var/lib/apt "$root"/var/cache/* "$root"/var/log/*
 	rm -rf "$root"/etc/apt "$root"/usr/share/doc-base
 	find "$root/tmp" "$root/run" -mindepth 1 -delete

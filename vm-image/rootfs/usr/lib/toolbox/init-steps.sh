@@ -32,6 +32,10 @@ step_mounts() {
 	# ISA-DMA allocations, which no device of these VMs makes: let the rest use it.
 	read -r _ ratios </proc/sys/vm/lowmem_reserve_ratio
 	echo "0 $ratios" >/proc/sys/vm/lowmem_reserve_ratio
+	# The modules the agent's first ip and nft runs make the kernel load (its bridge, its
+	# NAT rules), in one busybox modprobe on the other CPU: each autoload is otherwise an
+	# exec of kmod's modprobe from the squashfs, ~3 s of the agent's start at boot.
+	modprobe -a bridge nf_tables nft_chain_nat nft_masq nft_ct nft_fib_ipv4 >/dev/null 2>&1 &
 }
 
 # --- data disk -----------------------------------------------------------------------
@@ -108,18 +112,22 @@ set_user_ids() {
 	USER_IDS="$uid:$gid"
 }
 
-step_identity() {
-	host=toolbox
-	[ -s "$CIDATA/hostname" ] && read -r host <"$CIDATA/hostname"
-	hostname "$host"
-	echo "$host" >/etc/hostname
-	printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$host" >/etc/hosts
+# Before the agent starts: its primary group (the socket's owner) is toolbox's gid.
+step_user() {
 	USER_IDS=1000:1000
 	if [ -s "$CIDATA/user" ]; then
 		read -r name uid gid <"$CIDATA/user"
 		[ "$name" = toolbox ] || log "config drive user $name: the login user is always toolbox"
 		set_user_ids "$uid" "$gid"
 	fi
+}
+
+step_identity() {
+	host=toolbox
+	[ -s "$CIDATA/hostname" ] && read -r host <"$CIDATA/hostname"
+	hostname "$host"
+	echo "$host" >/etc/hostname
+	printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$host" >/etc/hosts
 	if [ -f "$CIDATA/authorized_keys" ]; then
 		mkdir -p /home/toolbox/.ssh
 		cp "$CIDATA/authorized_keys" /home/toolbox/.ssh/authorized_keys
@@ -137,6 +145,9 @@ step_identity() {
 		keysrc=generated
 	fi
 	log "hostname $host, user toolbox $USER_IDS, host key $keysrc"
+}
+
+step_shares() {
 	SHARES_LIB=1 . "$TB/shares"
 	shares_mount
 }
@@ -176,20 +187,37 @@ step_sshd() {
 
 # --- guest agent ---------------------------------------------------------------------
 
+# The agent starts right after sshd: under emulation its Python start-up and imports
+# take seconds, which now overlap the data disk and the shared folders. It waits for
+# $RUN/booted (step_agent_go) before it reads any state or starts containers. Its output
+# goes through the link
+# /var/log/toolbox-agent.log: to /run until the data disk is mounted, then to the data
+# disk, which the agent reopens at the gate and the supervisor opens at each restart.
 step_agent() {
-	logf="$DATA/log/toolbox-agent.log"
-	is_mounted "$DATA" || logf="$RUN/toolbox-agent.log"
-	ln -sfn "$logf" /var/log/toolbox-agent.log
+	ln -sfn "$RUN/toolbox-agent.log" /var/log/toolbox-agent.log
 	# The agent runs as root with primary group toolbox, so the socket it creates
 	# (/run/toolbox/docker.sock, mode 0660) is open to the toolbox user.
 	# glibc's malloc keeps its defaults: MALLOC_ARENA_MAX=2 with MALLOC_MMAP_THRESHOLD_=131072
 	# saved ~1 MB of RSS after a pull but made pulls 1.4-1.65x slower under TCG (bench/README.md).
-	"$TB/supervise" agent "$logf" \
-		/usr/bin/setpriv --regid=toolbox --clear-groups -- \
-		env PYTHONPATH=/usr/lib/toolbox/agent python3 -m toolbox_agent &
+	# (The variables go through supervise's environment: no env exec, ~0.1 s each start.)
+	PYTHONPATH=/usr/lib/toolbox/agent TOOLBOX_AGENT_GATE="$RUN/booted" \
+		TOOLBOX_AGENT_LOG=/var/log/toolbox-agent.log "$TB/supervise" agent /var/log/toolbox-agent.log \
+		/usr/bin/setpriv --regid=toolbox --clear-groups -- /usr/bin/python3 -m toolbox_agent &
 	AGENT_SUP=$!
-	log "guest agent started under supervision (log $logf)"
+	log "guest agent started under supervision (waits for the data disk and the network)"
 	acpid -c /etc/acpi -l /var/log/acpid.log -p "$RUN/acpid.pid"
+}
+
+step_agent_go() {
+	logf="$DATA/log/toolbox-agent.log"
+	if is_mounted "$DATA"; then
+		cat "$RUN/toolbox-agent.log" >>"$logf" 2>/dev/null # what it wrote before the gate
+	else
+		logf="$RUN/toolbox-agent.log"
+	fi
+	ln -sfn "$logf" /var/log/toolbox-agent.log
+	: >"$RUN/booted"
+	log "guest agent released (log $logf)"
 }
 
 # --- Docker's engine (only in the VARIANT=docker image) ------------------------------
