@@ -37,6 +37,7 @@ log = logging.getLogger("toolbox_agent.http")
 MAX_BODY = 16 * 1024 * 1024 * 1024
 READ_SIZE = 256 * 1024
 TRIM_AFTER_S = 2.0  # quiet time after a connection ends before freed heap goes back
+BUSY_BUFFER = 1024 * 1024  # read ahead while a request is answered, at most
 HEADER_CACHE = 256  # distinct response header sets kept validated (ping, lists ...)
 
 
@@ -130,6 +131,8 @@ class _Connection(asyncio.Protocol):
         self.gone: asyncio.Future[None] | None = None  # set when the client leaves mid-stream
         self.paused = False
         self.drained: asyncio.Future[None] | None = None
+        self.buffered = 0  # bytes received while a request was being answered
+        self.reading_paused = False
 
     # --- asyncio.Protocol --------------------------------------------------------------
 
@@ -140,6 +143,13 @@ class _Connection(asyncio.Protocol):
         self.conn.receive_data(data)
         if self.task is None:
             self._next()
+            return
+        # A request is being answered: what comes meanwhile waits in h11's buffer. Stop
+        # reading past BUSY_BUFFER (as a StreamReader nobody reads would) until it is done.
+        self.buffered += len(data)
+        if self.buffered > BUSY_BUFFER and not self.reading_paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.reading_paused = True
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -192,7 +202,14 @@ class _Connection(asyncio.Protocol):
             await _Resumed(answer, waiting_on)
         finally:
             self.task = None
+            self._resume_reading()
         self._next()
+
+    def _resume_reading(self) -> None:
+        self.buffered = 0
+        if self.reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+        self.reading_paused = False
 
     def _read(self) -> Request | None:
         """The next whole request, or None (h11 needs more, or the connection is done)."""
@@ -332,6 +349,7 @@ class _Connection(asyncio.Protocol):
         """The raw connection as asyncio streams: the transport's protocol is swapped for a
         StreamReaderProtocol, fed first with what the client sent after the request."""
         assert self.transport is not None
+        self._resume_reading()  # the streams' protocol pauses and resumes on its own from here
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)

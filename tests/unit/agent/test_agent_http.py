@@ -160,6 +160,17 @@ def test_pipelined_requests_answered_in_order_waiting_or_not(toy_server: Path) -
     assert out.index(b'{"slow": "/slow"}') < conflict < out.rindex(b'{"slow": "/slow"}')
 
 
+def test_a_big_body_sent_while_a_request_waits_is_read_after_it(toy_server: Path) -> None:
+    """Past a megabyte received while a request is answered the server stops reading; it
+    reads on (and answers) once that request is done."""
+    body = json.dumps({"big": "x" * (3 * 1024 * 1024)}).encode()
+    reqs = (b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    out = _raw(toy_server, reqs)
+    assert out.count(b"HTTP/1.1 200") == 2
+    assert out.index(b'{"slow": "/slow"}') < out.index(b'"big": "xxx')
+
+
 def test_router_remembers_plain_paths_without_changing_what_matches() -> None:
     async def h(req: Request) -> Response:
         return json_response({})
