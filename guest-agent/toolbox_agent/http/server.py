@@ -9,8 +9,9 @@ when the client goes away (or half-closes).
 
 Why a Protocol and not asyncio's StreamReader/StreamWriter per connection: under TCG every
 Python instruction counts, and `docker ps` is one connection of two small requests. Bytes
-are fed to h11 as they arrive and each request runs as one task; no reader, writer,
-read futures or extra event-loop turns per request. The streams are made only for a hijack.
+are fed to h11 as they arrive and a request's coroutine runs at once (a task carries it
+only if it waits); no reader, writer, read futures or extra event-loop turns per request.
+The streams are made only for a hijack.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class Server:
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: h11 fed from data_received, one task per request."""
+    """One client connection: h11 fed from data_received, a request answered at once or,
+    when it has to wait, by a task; one request at a time, pipelined ones after it."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
