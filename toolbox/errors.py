@@ -150,6 +150,11 @@ class GuestTimeout(ToolboxError):
     """The guest did not become ready in time."""
 
 
+class GuestHung(DriverError):
+    """The guest's kernel locked up while booting (its watchdog said so on the console);
+    the VM was switched off."""
+
+
 class EngineUnreachable(ToolboxError):
     """Nothing answers on the instance's docker socket (the VM or the host agent is down)."""
 

@@ -23,7 +23,7 @@ from toolbox.config import HostFacts, ImageRef, InstanceConfig, MountConfig
 from toolbox.drivers import get_driver
 from toolbox.drivers.base import Driver, Resettable, Suspendable, VMState
 from toolbox.errors import (
-    ConfigError, DriverError, GuestTimeout, InstanceExists, InstanceNotRunning,
+    ConfigError, DriverError, GuestHung, GuestTimeout, InstanceExists, InstanceNotRunning,
     NotSupported, ToolboxError,
 )
 from toolbox.lock import instance_lock
@@ -31,7 +31,7 @@ from toolbox.mounts import list_problems as mount_list_problems
 from toolbox.mounts import merge as merge_mounts
 from toolbox.mounts import parse_mounts
 from toolbox.paths import InstancePaths
-from toolbox.state import guest_panicked, load, require, spec_for, vm_status
+from toolbox.state import guest_hung, guest_panicked, load, require, spec_for, vm_status
 
 if TYPE_CHECKING:
     from toolbox.images import CachedImage, ImageSource, ProgressHook
@@ -245,6 +245,11 @@ def _alive_check(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, sinc
             _best_effort(lambda: driver.stop(spec_for(cfg, paths, driver), force=True, timeout=0))
             raise DriverError(driver.name, f"the guest kernel panicked while booting ({panic})",
                               hint="see the console with: toolbox logs")
+        hung = guest_hung(paths.serial_log, since)
+        if hung:  # the same: it never comes back (state.LOCKUP_RE)
+            _best_effort(lambda: driver.stop(spec_for(cfg, paths, driver), force=True, timeout=0))
+            raise GuestHung(driver.name, f"the guest kernel hung while booting ({hung})",
+                            hint="boot it again: toolbox up; see the console with: toolbox logs")
         st = driver.status(spec_for(cfg, paths, driver))
         if st.state is not VMState.RUNNING:
             why = "; ".join(st.reasons) or st.state.value
@@ -253,6 +258,16 @@ def _alive_check(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, sinc
 
 
 def _boot(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step, accel: str | None) -> None:
+    """_boot_once, and once more when the guest kernel hung: under TCG on a busy host a boot
+    rarely locks up for good (state.LOCKUP_RE), and the next boot is almost always fine."""
+    try:
+        _boot_once(paths, cfg, driver, step, accel)
+    except GuestHung as exc:
+        step(f"{exc.message}: the VM was switched off; booting it again")
+        _boot_once(paths, cfg, driver, step, accel)
+
+
+def _boot_once(paths: InstancePaths, cfg: InstanceConfig, driver: Driver, step: Step, accel: str | None) -> None:
     """Start (or resume) the VM and wait until docker.sock answers through the host agent."""
     spec = spec_for(cfg, paths, driver)
     state = driver.status(spec).state

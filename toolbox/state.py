@@ -9,6 +9,7 @@ pycdlib or cryptography (the SSH check reads the banner with a plain socket).
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,24 @@ from toolbox.paths import InstancePaths, toolbox_home
 
 BANNER_TIMEOUT = 0.1
 PANIC_MARK = b"Kernel panic - not syncing"
+# The guest kernel's watchdog: "watchdog: BUG: soft lockup - CPU#1 stuck for 74s! [sshd:214]".
+# Under TCG on a busy host a vCPU starved for a while can draw one short report and recover;
+# a CPU stuck for a minute or more has not (seen: CPU 0 idle, its timer never fired, CPU 1
+# spinning, the reports growing every ~30 s until the VM was switched off).
+LOCKUP_RE = re.compile(rb"soft lockup - CPU#\d+ stuck for (\d+)s!.*")
+HUNG_AFTER_S = 60
+
+
+def _console_tail(serial_log: Path, since: int) -> bytes:
+    """The console's last 16 KiB, none of it before `since`."""
+    try:
+        size = serial_log.stat().st_size
+        since = since if size >= since else 0  # the log was truncated by a new boot
+        with serial_log.open("rb") as fh:
+            fh.seek(max(since, size - 16384))
+            return fh.read()
+    except OSError:
+        return b""
 
 
 def guest_panicked(serial_log: Path, since: int = 0) -> str | None:
@@ -32,18 +51,21 @@ def guest_panicked(serial_log: Path, since: int = 0) -> str | None:
     is the only place that says the guest is dead. `since`: ignore bytes before this
     offset (what an earlier boot wrote, when a driver appends to the log).
     """
-    try:
-        size = serial_log.stat().st_size
-        since = since if size >= since else 0  # the log was truncated by a new boot
-        with serial_log.open("rb") as fh:
-            fh.seek(max(since, size - 16384))
-            tail = fh.read()
-    except OSError:
-        return None
+    tail = _console_tail(serial_log, since)
     at = tail.rfind(PANIC_MARK)
     if at < 0:
         return None
     return tail[at:].split(b"\n", 1)[0].decode("utf-8", "replace").strip(" -]\r")
+
+
+def guest_hung(serial_log: Path, since: int = 0) -> str | None:
+    """The watchdog's line when the console shows a CPU stuck for HUNG_AFTER_S or more,
+    else None (`since` as for guest_panicked)."""
+    tail = _console_tail(serial_log, since)
+    for match in reversed(list(LOCKUP_RE.finditer(tail))):
+        if int(match.group(1)) >= HUNG_AFTER_S:
+            return match.group(0).decode("utf-8", "replace").strip()
+    return None
 
 
 def require(name: str) -> InstancePaths:
@@ -130,6 +152,8 @@ def status(name: str) -> InstanceStatus:
         state, reasons = "broken", [f"the {cfg.driver} hypervisor has no VM for it", *reasons]
     elif vm.state is VMState.RUNNING and (panic := guest_panicked(paths.serial_log)):
         state, reasons = "broken", [f"the guest kernel panicked ({panic}); see: toolbox logs", *reasons]
+    elif vm.state is VMState.RUNNING and (hung := guest_hung(paths.serial_log)):
+        state, reasons = "broken", [f"the guest kernel hung ({hung}); restart it: toolbox restart", *reasons]
     elif vm.state is VMState.RUNNING and host_agent_serving(paths):
         from toolbox.hostagent.report import problems
 

@@ -461,3 +461,29 @@ def test_cache_ls_and_prune_keep_what_instances_boot(cli: Any, inited: Path, ser
     fresh.mkdir()
     (fresh / "toolbox.iso.part").write_bytes(b"x")
     assert "removed" not in cli("cache", "prune").output and fresh.is_dir()
+
+
+def test_up_boots_again_once_when_the_guest_kernel_hangs(cli: Any, inited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A console whose watchdog says a CPU is stuck for a minute: the VM is switched off and
+    booted again, once; a second hang is the error, with the watchdog's line."""
+    _fake_ssh(monkeypatch)
+    paths = InstancePaths.for_name("default")
+    waits: list[str] = []
+
+    def wait(paths: InstancePaths, alive: Any, timeout: float) -> None:
+        waits.append(cli("status").output.split()[0])  # the VM is running while up waits
+        if len(waits) == 1 or len(waits) >= 3:  # the first boot hangs, and the third (a second `up`) too
+            with paths.serial_log.open("ab") as log:
+                log.write(b"[ 84.6] watchdog: BUG: soft lockup - CPU#1 stuck for 74s! [sshd:214]\n")
+            alive()
+
+    monkeypatch.setattr(guest, "wait_for_docker_socket", wait)
+    result = cli("up")
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())  # rich wraps at the terminal's width
+    assert "the guest kernel hung while booting (soft lockup - CPU#1 stuck for 74s! [sshd:214])" in flat
+    assert "booting it again" in flat and len(waits) == 2
+    assert cli("halt").exit_code == 0
+    again = cli("up")  # hangs twice: the second is up's error, and the VM is left off
+    assert again.exit_code != 0 and "hung while booting" in again.output and "toolbox up" in again.output
+    assert len(waits) == 4 and cli("status").output.strip() == "stopped"

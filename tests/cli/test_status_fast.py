@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from toolbox.cli import _status_name
-from toolbox.state import guest_panicked
+from toolbox.state import guest_hung, guest_panicked
 
 HEAVY = ("paramiko", "requests", "pycdlib", "cryptography", "typer", "pydantic", "rich")
 
@@ -40,3 +40,15 @@ def test_panic_is_read_from_the_console_tail(tmp_path: Path) -> None:
     log.write_bytes(b"boot...\n[ 6.7] Kernel panic - not syncing: Attempted to kill init! ]---\nmore\n")
     assert guest_panicked(log) == "Kernel panic - not syncing: Attempted to kill init!"
     assert guest_panicked(log, since=log.stat().st_size) is None  # an earlier boot's panic
+
+
+def test_a_lockup_of_a_minute_or_more_is_a_hung_guest(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    assert guest_hung(log) is None
+    # a starved vCPU's one short report is not a hung guest; the seen hang's reports grow
+    log.write_bytes(b"[ 30.1] watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [kworker/0:1:12]\nready\n")
+    assert guest_hung(log) is None
+    log.write_bytes(b"[ 56.5] watchdog: BUG: soft lockup - CPU#0 stuck for 48s! [swapper/0:0]\n"
+                    b"[ 84.6] watchdog: BUG: soft lockup - CPU#1 stuck for 74s! [sshd:214]\n[ 91.9] rcu: INFO: ...\n")
+    assert guest_hung(log) == "soft lockup - CPU#1 stuck for 74s! [sshd:214]"
+    assert guest_hung(log, since=log.stat().st_size) is None  # an earlier boot's hang

@@ -54,7 +54,10 @@ def info(message: str) -> None:
 
 @contextmanager
 def steps(title: str) -> Iterator[Any]:
-    """A spinner showing the current step; each finished step stays as a ✓ line."""
+    """A spinner showing the current step; each finished step stays as a ✓ line. Steps are
+    plain text (a console line quoted in one keeps its brackets: "[sshd:214]")."""
+    from rich.markup import escape
+
     console = _stderr()
     current: list[str] = []
     with console.status(title) as status:
@@ -62,8 +65,8 @@ def steps(title: str) -> Iterator[Any]:
         def step(message: str) -> None:
             if current:
                 console.print(f"[green]✓[/] {current[0]}")
-            current[:] = [message]
-            status.update(f"{message} ...")
+            current[:] = [escape(message)]
+            status.update(f"{current[0]} ...")
 
         yield step
     if current:
